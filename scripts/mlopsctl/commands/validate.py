@@ -1,0 +1,64 @@
+"""`mlopsctl validate [ROOT...]`: render, then schemas, policies and Argo CD checks.
+
+Exit codes: 0 clean, 1 findings, 2 could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlopsctl import kustomize, toolchain
+from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
+from mlopsctl.findings import format_json, format_text
+from mlopsctl.validation import validate
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("validate", help="render and check every root")
+    parser.add_argument("roots", nargs="*", metavar="ROOT", help="roots to check (default: all)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--network", action="store_true", help="also render roots that need the network"
+    )
+    parser.add_argument(
+        "--schema-dir", type=Path, action="append", default=[],
+        help="more custom-resource schemas (<group>/<kind>_<version>.json), checked first",
+    )
+    add_repository_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    space = workspace(args)
+    tools = toolchain.resolve(space.tools_dir)
+    discovered = kustomize.discover_roots(space.repository, space.config.render_exclude)
+    roots = select_roots(args.roots, discovered, space.repository)
+    report = validate(
+        space.repository, space.config, roots, tools, allow_network=args.network,
+        extra_schema_dirs=args.schema_dir, all_roots=not args.roots,
+    )
+    if args.format == "json":
+        print(
+            format_json(
+                report.findings,
+                roots=report.roots,
+                resources_checked=report.resources_checked,
+                skipped_schemas=report.skipped_schemas,
+                needs_network=report.network_roots,
+                schema_checker=report.schema_checker,
+            )
+        )
+    else:
+        for note in report.skipped_schemas:
+            print(f"schema skipped: {note}", file=sys.stderr)
+        for root, reasons in report.network_roots.items():
+            print(f"{root}: not rendered, needs the network ({'; '.join(reasons)})", file=sys.stderr)
+        if report.findings:
+            print(format_text(report.findings))
+        print(
+            f"{len(report.findings)} finding(s) in {len(report.roots)} roots, "
+            f"{report.resources_checked} resources; schemas: {report.schema_checker}",
+            file=sys.stderr,
+        )
+    return 1 if report.findings else 0

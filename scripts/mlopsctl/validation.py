@@ -1,0 +1,159 @@
+"""`mlopsctl validate`'s engine: render, then schemas, policies and Argo CD checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mlopsctl import argocd, policies
+from mlopsctl.config import Config
+from mlopsctl.findings import Finding
+from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots
+from mlopsctl.resources import Resource, parse_render
+from mlopsctl.schemas import SchemaProblem, SchemaStore, kubeconform_problems
+from mlopsctl.sources import SourceIndex
+from mlopsctl.toolchain import Toolchain
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    skipped_schemas: list[str] = field(default_factory=list)
+    network_roots: dict[str, list[str]] = field(default_factory=dict)
+    roots: list[str] = field(default_factory=list)
+    resources_checked: int = 0
+    schema_checker: str = ""
+
+
+def _kustomization_files(repository: Path, exclude: Sequence[str]) -> list[Path]:
+    """Every kustomization file in the tree (roots, bases and components alike)."""
+    excluded = {".git", ".venv", ".tools", "node_modules", "build", *exclude}
+    found = []
+    for directory, subdirectories, files in os.walk(repository):
+        subdirectories[:] = sorted(d for d in subdirectories if d not in excluded and not d.startswith("."))
+        found.extend(Path(directory) / name for name in files if name in KUSTOMIZATION_FILENAMES)
+    return sorted(found)
+
+
+def validate(
+    repository: Path,
+    config: Config,
+    roots: Sequence[str],
+    toolchain: Toolchain,
+    allow_network: bool = False,
+    extra_schema_dirs: Sequence[Path] = (),
+    all_roots: bool = True,
+) -> Report:
+    repository = repository.resolve()
+    report = Report(roots=list(roots))
+    index = SourceIndex(repository)
+    store = SchemaStore(config.kubernetes_version, extra_schema_dirs)
+    skipped = {(item.api_version, item.kind): item.reason for item in config.skipped_schemas}
+    results = render_roots(repository, roots, toolchain, allow_network)
+
+    def finding(resource: Resource, field_name: str, message: str, check: str) -> Finding:
+        return Finding(index.locate(resource), resource.reference, field_name, message, check, resource.root)
+
+    if all_roots:
+        for path in _kustomization_files(repository, config.render_exclude):
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if isinstance(document, dict):
+                for field_name, message in policies.deprecated_kustomize_fields(document):
+                    report.findings.append(
+                        Finding(path.relative_to(repository).as_posix(), "", field_name, message, "kustomize-deprecated")
+                    )
+
+    states: dict[str, argocd.RootState] = {}
+    rendered_text: list[str] = []
+    for result in results:
+        states[result.root] = _root_state(result)
+        if result.network and result.skipped:
+            report.network_roots[result.root] = result.network
+        kustomization = index.kustomization_of(result.root)
+        if result.error is not None:
+            report.findings.append(
+                Finding(kustomization, "", "", f"does not render: {result.error}", "renders", result.root)
+            )
+        for warning in result.warnings:
+            report.findings.append(
+                Finding(kustomization, "", "", f"kustomize warning: {warning}", "kustomize-warning", result.root)
+            )
+        if result.output:
+            rendered_text.append(result.output)
+
+    everything = [resource for state in states.values() for resource in state.resources]
+    report.resources_checked = len(everything)
+
+    kubeconform_found: dict[tuple[str, str, str], list[SchemaProblem]] | None = None
+    if toolchain.kubeconform and rendered_text:
+        report.schema_checker = f"kubeconform ({toolchain.kubeconform}) + project schemas"
+        kubeconform_found = kubeconform_problems(
+            toolchain.kubeconform, config.kubernetes_version, "---\n".join(rendered_text)
+        )
+    else:
+        report.schema_checker = (
+            f"kubernetes-validate strict schemas for Kubernetes {config.kubernetes_version} "
+            "+ project schemas"
+        )
+
+    for resource in everything:
+        for check, policy in policies.RESOURCE_POLICIES.items():
+            for field_name, message in policy(resource):
+                report.findings.append(finding(resource, field_name, message, check))
+        custom = store.custom_schema_path(resource.api_version, resource.kind) is not None
+        problems: list[SchemaProblem] | None
+        if kubeconform_found is not None and not custom:
+            problems = kubeconform_found.get((resource.kind, resource.namespace, resource.name), [])
+        else:
+            problems = store.check(resource)
+        if problems is None:
+            reason = skipped.get((resource.api_version, resource.kind))
+            if reason is None:
+                report.findings.append(
+                    finding(
+                        resource, "apiVersion",
+                        f"no schema for {resource.api_version} {resource.kind}: add one under "
+                        "scripts/mlopsctl/schemas or list it in mlopsctl.yaml validate.skipSchemas",
+                        "schema",
+                    )
+                )
+            else:
+                note = f"{resource.api_version} {resource.kind}: {reason}"
+                if note not in report.skipped_schemas:
+                    report.skipped_schemas.append(note)
+            continue
+        for problem in problems:
+            report.findings.append(finding(resource, problem.field, problem.message, "schema"))
+
+    def is_cluster_scoped(resource: Resource) -> bool:
+        declared = store.is_cluster_scoped(resource.api_version, resource.kind)
+        return argocd.is_cluster_scoped_builtin(resource) if declared is None else declared
+
+    if all_roots:
+        for problem in argocd.check_argocd(
+            states,
+            config.repository_url,
+            config.environments,
+            lambda relative: (repository / relative).exists(),
+            is_cluster_scoped,
+        ):
+            if problem.resource is None:
+                report.findings.append(Finding(problem.file, "", problem.field, problem.message, problem.check))
+            else:
+                report.findings.append(finding(problem.resource, problem.field, problem.message, problem.check))
+
+    report.findings = sorted(set(report.findings))
+    return report
+
+
+def _root_state(result: RenderResult) -> argocd.RootState:
+    return argocd.RootState(
+        rendered=result.rendered,
+        error=result.error,
+        needs_network=bool(result.network),
+        resources=tuple(parse_render(result.root, result.output)) if result.output else (),
+    )
