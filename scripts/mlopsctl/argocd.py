@@ -68,9 +68,8 @@ def _allows_destination(project: Resource, server: str, name: str, namespace: st
     for destination in project.body.get("spec", {}).get("destinations") or []:
         if not isinstance(destination, dict):
             continue
-        cluster_ok = (
-            (server and _glob(destination.get("server"), server))
-            or (name and _glob(destination.get("name"), name))
+        cluster_ok = (server and _glob(destination.get("server"), server)) or (
+            name and _glob(destination.get("name"), name)
         )
         if cluster_ok and _glob(destination.get("namespace", ""), namespace):
             return True
@@ -143,8 +142,10 @@ def _check_application(
     project = projects.get((environment, project_name))
     if project is None:
         yield Problem(
-            application, "spec.project",
-            f"AppProject {project_name!r} is not defined in clusters/{environment}", "argocd-project",
+            application,
+            "spec.project",
+            f"AppProject {project_name!r} is not defined in clusters/{environment}",
+            "argocd-project",
         )
     destination = spec.get("destination") or {}
     server = str(destination.get("server", ""))
@@ -152,45 +153,60 @@ def _check_application(
     namespace = str(destination.get("namespace", ""))
     if project is not None and not _allows_destination(project, server, cluster_name, namespace):
         yield Problem(
-            application, "spec.destination",
+            application,
+            "spec.destination",
             f"AppProject {project_name!r} does not allow destination "
-            f"{server or cluster_name} namespace {namespace!r}", "argocd-project",
+            f"{server or cluster_name} namespace {namespace!r}",
+            "argocd-project",
         )
     references = {
-        str(source["ref"]): source for _path, source in application_sources(application) if "ref" in source
+        str(source["ref"]): source
+        for _path, source in application_sources(application)
+        if "ref" in source
     }
     for path, source in application_sources(application):
         repository = str(source.get("repoURL", ""))
         if project is not None and not _allows_source(project, repository):
             yield Problem(
-                application, f"{path}.repoURL",
+                application,
+                f"{path}.repoURL",
                 f"AppProject {project_name!r} does not allow source repository {repository!r}",
                 "argocd-project",
             )
         for index, value_file in enumerate((source.get("helm") or {}).get("valueFiles") or []):
             yield from _check_value_file(
-                application, f"{path}.helm.valueFiles[{index}]", str(value_file), references,
-                own_repository, path_exists,
+                application,
+                f"{path}.helm.valueFiles[{index}]",
+                str(value_file),
+                references,
+                own_repository,
+                path_exists,
             )
         if normalise_repository_url(repository) != own_repository or "path" not in source:
             continue
         source_path = str(source["path"]).strip("/")
         if not path_exists(source_path):
             yield Problem(
-                application, f"{path}.path", f"path {source_path!r} does not exist in this repository",
+                application,
+                f"{path}.path",
+                f"path {source_path!r} does not exist in this repository",
                 "argocd-path",
             )
             continue
         state = roots.get(source_path)
         if state is None:
             yield Problem(
-                application, f"{path}.path",
-                f"path {source_path!r} is not a kustomize root (no kustomization file)", "argocd-path",
+                application,
+                f"{path}.path",
+                f"path {source_path!r} is not a kustomize root (no kustomization file)",
+                "argocd-path",
             )
             continue
         if state.error is not None:
             yield Problem(
-                application, f"{path}.path", f"path {source_path!r} does not render: {state.error}",
+                application,
+                f"{path}.path",
+                f"path {source_path!r} does not render: {state.error}",
                 "argocd-path",
             )
             continue
@@ -201,18 +217,25 @@ def _check_application(
             refusing_list = _allows_kind(project, resource, cluster_scoped)
             if refusing_list is not None:
                 yield Problem(
-                    application, f"{path}.path",
+                    application,
+                    f"{path}.path",
                     f"{resource.reference} from {source_path} is refused by AppProject "
-                    f"{project_name!r} ({refusing_list})", "argocd-project",
+                    f"{project_name!r} ({refusing_list})",
+                    "argocd-project",
                 )
-            if not cluster_scoped and resource.namespace and resource.namespace != namespace:
-                if not _allows_destination(project, server, cluster_name, resource.namespace):
-                    yield Problem(
-                        application, f"{path}.path",
-                        f"{resource.reference} from {source_path} targets namespace "
-                        f"{resource.namespace!r}, which AppProject {project_name!r} does not allow",
-                        "argocd-project",
-                    )
+            elsewhere = resource.namespace and resource.namespace != namespace
+            if (
+                not cluster_scoped
+                and elsewhere
+                and not _allows_destination(project, server, cluster_name, resource.namespace)
+            ):
+                yield Problem(
+                    application,
+                    f"{path}.path",
+                    f"{resource.reference} from {source_path} targets namespace "
+                    f"{resource.namespace!r}, which AppProject {project_name!r} does not allow",
+                    "argocd-project",
+                )
 
 
 def _check_value_file(
@@ -229,15 +252,21 @@ def _check_value_file(
     source = references.get(reference)
     if source is None:
         yield Problem(application, field, f"no source has ref {reference!r}", "argocd-path")
-    elif normalise_repository_url(str(source.get("repoURL", ""))) == own_repository and not path_exists(relative):
+    elif normalise_repository_url(
+        str(source.get("repoURL", ""))
+    ) == own_repository and not path_exists(relative):
         yield Problem(
-            application, field, f"values file {relative!r} does not exist in this repository",
+            application,
+            field,
+            f"values file {relative!r} does not exist in this repository",
             "argocd-path",
         )
 
 
 def _component_of(application: Resource, environment: str) -> str:
-    return str(application.labels.get(NAME_LABEL) or application.name.removesuffix(f"-{environment}"))
+    return str(
+        application.labels.get(NAME_LABEL) or application.name.removesuffix(f"-{environment}")
+    )
 
 
 def _check_environments_match(
@@ -254,15 +283,21 @@ def _check_environments_match(
         expected_name = f"{component}-{environment}"
         if application.name != expected_name:
             yield Problem(
-                application, "metadata.name",
+                application,
+                "metadata.name",
                 f"Application for component {component!r} in {environment} should be named "
-                f"{expected_name!r}", "environments-match",
+                f"{expected_name!r}",
+                "environments-match",
             )
+    deploys_through_apps = any(root.startswith("apps/") for root in roots)
     for environment in environments:
-        if f"apps/{environment}" not in roots:
+        if deploys_through_apps and f"apps/{environment}" not in roots:
             yield Problem(
-                None, "", f"environment {environment!r} has no apps/{environment} kustomization",
-                "environments-match", file=f"apps/{environment}",
+                None,
+                "",
+                f"environment {environment!r} has no apps/{environment} kustomization",
+                "environments-match",
+                file=f"apps/{environment}",
             )
     components = sorted({component for per_env in waves.values() for component in per_env})
     for component in components:
@@ -271,18 +306,19 @@ def _check_environments_match(
             if f"apps/{environment}" in roots and environment not in present:
                 others = ", ".join(sorted(present))
                 yield Problem(
-                    None, "",
+                    None,
+                    "",
                     f"component {component!r} is deployed in {others} but not in {environment}",
-                    "environments-match", file=f"apps/{environment}",
+                    "environments-match",
+                    file=f"apps/{environment}",
                 )
         distinct = {wave for wave, _application in present.values()}
         if len(distinct) > 1:
             summary = ", ".join(f"{env}={wave}" for env, (wave, _a) in sorted(present.items()))
+            message = f"component {component!r} has different sync waves ({summary})"
             for _environment, (_wave, application) in sorted(present.items()):
                 yield Problem(
-                    application, f"metadata.annotations.{SYNC_WAVE}",
-                    f"component {component!r} has different sync waves across environments ({summary})",
-                    "environments-match",
+                    application, f"metadata.annotations.{SYNC_WAVE}", message, "environments-match"
                 )
 
 

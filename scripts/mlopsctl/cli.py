@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_request:  # argparse exits 2 on bad usage, 0 on --help
         return int(exit_request.code or 0)
     try:
-        return COMMANDS[args.command].run(args)
+        exit_code: int = COMMANDS[args.command].run(args)
+        return exit_code
     except MlopsctlError as error:
         print(f"mlopsctl: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -50,7 +50,9 @@ def _load_kustomization(path: Path, modified_ns: int) -> dict[str, Any]:
     if document is None:
         return {}
     if not isinstance(document, dict):
-        raise MlopsctlError(f"{path}: a kustomization must be a mapping, found {type(document).__name__}")
+        raise MlopsctlError(
+            f"{path}: a kustomization must be a mapping, found {type(document).__name__}"
+        )
     return document
 
 

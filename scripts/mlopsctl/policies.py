@@ -56,7 +56,11 @@ def pod_spec(resource: Resource) -> PodSpec | None:
 
 def containers(pod: PodSpec) -> Iterator[tuple[str, dict[str, Any], bool]]:
     """(field path, container, is_init) for every container of the pod."""
-    for key, is_init in (("initContainers", True), ("containers", False), ("ephemeralContainers", True)):
+    for key, is_init in (
+        ("initContainers", True),
+        ("containers", False),
+        ("ephemeralContainers", True),
+    ):
         for index, container in enumerate(pod.spec.get(key) or []):
             if isinstance(container, dict):
                 yield f"{pod.path}.{key}[{index}]", container, is_init
@@ -141,9 +145,10 @@ def check_resources(resource: Resource) -> Iterator[Problem]:
             for resource_name in ("cpu", "memory"):
                 if resource_name not in values:
                     kind = "init container" if is_init else "container"
+                    name = container.get("name", "?")
                     yield (
                         f"{path}.resources.{section}.{resource_name}",
-                        f"{kind} {container.get('name', '?')!r} sets no {resource_name} {section[:-1]}",
+                        f"{kind} {name!r} sets no {resource_name} {section[:-1]}",
                     )
 
 
@@ -171,15 +176,13 @@ def check_security_context(resource: Resource) -> Iterator[Problem]:
     for path, container, _init in containers(pod):
         context = container.get("securityContext") or {}
         name = container.get("name", "?")
-
-        def effective(key: str) -> Any:
-            return context.get(key, pod_context.get(key))
-
-        if effective("runAsNonRoot") is not True:
+        # A container's own setting wins over the pod's, as in the kubelet.
+        effective = {**pod_context, **context}
+        if effective.get("runAsNonRoot") is not True:
             yield f"{path}.securityContext.runAsNonRoot", f"container {name!r} may run as root"
-        if effective("runAsUser") == 0:
+        if effective.get("runAsUser") == 0:
             yield f"{path}.securityContext.runAsUser", f"container {name!r} runs as user 0"
-        seccomp = (effective("seccompProfile") or {}).get("type")
+        seccomp = (effective.get("seccompProfile") or {}).get("type")
         if seccomp not in ("RuntimeDefault", "Localhost"):
             yield (
                 f"{path}.securityContext.seccompProfile.type",

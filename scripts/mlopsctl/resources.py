@@ -16,12 +16,27 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 # Kinds that live outside namespaces; the rest of a render is namespaced.
 BUILTIN_CLUSTER_SCOPED_KINDS = frozenset(
     {
-        "APIService", "CertificateSigningRequest", "ClusterRole", "ClusterRoleBinding",
-        "CSIDriver", "CSINode", "CustomResourceDefinition", "FlowSchema", "IngressClass",
-        "MutatingWebhookConfiguration", "Namespace", "Node", "PersistentVolume",
-        "PriorityClass", "PriorityLevelConfiguration", "RuntimeClass", "StorageClass",
-        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
-        "ValidatingWebhookConfiguration", "VolumeAttachment",
+        "APIService",
+        "CertificateSigningRequest",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CSIDriver",
+        "CSINode",
+        "CustomResourceDefinition",
+        "FlowSchema",
+        "IngressClass",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "PriorityClass",
+        "PriorityLevelConfiguration",
+        "RuntimeClass",
+        "StorageClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
+        "VolumeAttachment",
     }
 )
 

@@ -134,10 +134,21 @@ def kubeconform_problems(
     project schemas whichever checker handles the built-in kinds.
     """
     command = [
-        kubeconform, "-strict", "-summary", "-output", "json", "-ignore-missing-schemas",
-        "-kubernetes-version", f"{kubernetes_version}.0", "-schema-location", "default", "-",
+        kubeconform,
+        "-strict",
+        "-summary",
+        "-output",
+        "json",
+        "-ignore-missing-schemas",
+        "-kubernetes-version",
+        f"{kubernetes_version}.0",
+        "-schema-location",
+        "default",
+        "-",
     ]
-    completed = subprocess.run(command, input=documents, capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        command, input=documents, capture_output=True, text=True, check=False
+    )
     try:
         report = json.loads(completed.stdout)
     except ValueError as error:
@@ -154,7 +165,9 @@ def kubeconform_problems(
         key = (entry.get("kind", ""), entry.get("namespace", "") or "", entry.get("name", ""))
         details = entry.get("validationErrors") or [{"path": "", "msg": entry.get("msg", "")}]
         problems.setdefault(key, []).extend(
-            SchemaProblem(str(detail.get("path", "")).strip("/").replace("/", "."), str(detail.get("msg", "")))
+            SchemaProblem(
+                str(detail.get("path", "")).strip("/").replace("/", "."), str(detail.get("msg", ""))
+            )
             for detail in details
         )
     return problems

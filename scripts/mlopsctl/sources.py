@@ -82,4 +82,14 @@ class SourceIndex:
                     path, path.stat().st_mtime_ns
                 ):
                     return self._relative(path)
+        # A patch may have renamed it: the only definition of its kind is then its source.
+        same_kind = [
+            path
+            for path in definitions
+            if path.is_file()
+            for kind, _name in _documents(path, path.stat().st_mtime_ns)
+            if kind == resource.kind
+        ]
+        if len(same_kind) == 1:
+            return self._relative(same_kind[0])
         return self.kustomization_of(resource.root)

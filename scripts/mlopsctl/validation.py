@@ -32,9 +32,11 @@ class Report:
 def _kustomization_files(repository: Path, exclude: Sequence[str]) -> list[Path]:
     """Every kustomization file in the tree (roots, bases and components alike)."""
     excluded = {".git", ".venv", ".tools", "node_modules", "build", *exclude}
-    found = []
+    found: list[Path] = []
     for directory, subdirectories, files in os.walk(repository):
-        subdirectories[:] = sorted(d for d in subdirectories if d not in excluded and not d.startswith("."))
+        subdirectories[:] = sorted(
+            d for d in subdirectories if d not in excluded and not d.startswith(".")
+        )
         found.extend(Path(directory) / name for name in files if name in KUSTOMIZATION_FILENAMES)
     return sorted(found)
 
@@ -56,7 +58,9 @@ def validate(
     results = render_roots(repository, roots, toolchain, allow_network)
 
     def finding(resource: Resource, field_name: str, message: str, check: str) -> Finding:
-        return Finding(index.locate(resource), resource.reference, field_name, message, check, resource.root)
+        return Finding(
+            index.locate(resource), resource.reference, field_name, message, check, resource.root
+        )
 
     if all_roots:
         for path in _kustomization_files(repository, config.render_exclude):
@@ -64,7 +68,13 @@ def validate(
             if isinstance(document, dict):
                 for field_name, message in policies.deprecated_kustomize_fields(document):
                     report.findings.append(
-                        Finding(path.relative_to(repository).as_posix(), "", field_name, message, "kustomize-deprecated")
+                        Finding(
+                            path.relative_to(repository).as_posix(),
+                            "",
+                            field_name,
+                            message,
+                            "kustomize-deprecated",
+                        )
                     )
 
     states: dict[str, argocd.RootState] = {}
@@ -76,11 +86,25 @@ def validate(
         kustomization = index.kustomization_of(result.root)
         if result.error is not None:
             report.findings.append(
-                Finding(kustomization, "", "", f"does not render: {result.error}", "renders", result.root)
+                Finding(
+                    kustomization,
+                    "",
+                    "",
+                    f"does not render: {result.error}",
+                    "renders",
+                    result.root,
+                )
             )
         for warning in result.warnings:
             report.findings.append(
-                Finding(kustomization, "", "", f"kustomize warning: {warning}", "kustomize-warning", result.root)
+                Finding(
+                    kustomization,
+                    "",
+                    "",
+                    f"kustomize warning: {warning}",
+                    "kustomize-warning",
+                    result.root,
+                )
             )
         if result.output:
             rendered_text.append(result.output)
@@ -115,7 +139,8 @@ def validate(
             if reason is None:
                 report.findings.append(
                     finding(
-                        resource, "apiVersion",
+                        resource,
+                        "apiVersion",
                         f"no schema for {resource.api_version} {resource.kind}: add one under "
                         "scripts/mlopsctl/schemas or list it in mlopsctl.yaml validate.skipSchemas",
                         "schema",
@@ -126,8 +151,10 @@ def validate(
                 if note not in report.skipped_schemas:
                     report.skipped_schemas.append(note)
             continue
-        for problem in problems:
-            report.findings.append(finding(resource, problem.field, problem.message, "schema"))
+        for schema_problem in problems:
+            report.findings.append(
+                finding(resource, schema_problem.field, schema_problem.message, "schema")
+            )
 
     def is_cluster_scoped(resource: Resource) -> bool:
         declared = store.is_cluster_scoped(resource.api_version, resource.kind)
@@ -142,9 +169,13 @@ def validate(
             is_cluster_scoped,
         ):
             if problem.resource is None:
-                report.findings.append(Finding(problem.file, "", problem.field, problem.message, problem.check))
+                report.findings.append(
+                    Finding(problem.file, "", problem.field, problem.message, problem.check)
+                )
             else:
-                report.findings.append(finding(problem.resource, problem.field, problem.message, problem.check))
+                report.findings.append(
+                    finding(problem.resource, problem.field, problem.message, problem.check)
+                )
 
     report.findings = sorted(set(report.findings))
     return report

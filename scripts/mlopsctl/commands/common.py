@@ -19,7 +19,9 @@ class Workspace:
 
 def add_repository_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--repo", type=Path, default=None,
+        "--repo",
+        type=Path,
+        default=None,
         help="the platform repository (default: the nearest directory with mlopsctl.yaml)",
     )
 

@@ -17,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("roots", nargs="*", metavar="ROOT", help="roots to render (default: all)")
     parser.add_argument("--out", type=Path, help="write one file per root under this directory")
     parser.add_argument(
-        "--network", action="store_true",
+        "--network",
+        action="store_true",
         help="also render roots that fetch remote bases or Helm charts",
     )
     add_repository_argument(parser)
@@ -35,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     space = workspace(args)
     tools = toolchain.resolve(space.tools_dir)
     roots = select_roots(
-        args.roots, kustomize.discover_roots(space.repository, space.config.render_exclude), space.repository
+        args.roots,
+        kustomize.discover_roots(space.repository, space.config.render_exclude),
+        space.repository,
     )
     results = kustomize.render_roots(space.repository, roots, tools, allow_network=args.network)
     failed = False

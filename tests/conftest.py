@@ -1,0 +1,86 @@
+"""Shared fixtures: the real repository, copies of it to break, and the CLI through main()."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlopsctl.cli import main
+from mlopsctl.toolchain import TOOLS_DIR_VARIABLE
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+TOOLS_DIR = REPOSITORY / ".tools"
+PLATFORM_PATHS = ("mlopsctl.yaml", "apps", "base", "clusters", "overlays")
+
+
+@pytest.fixture(autouse=True)
+def pinned_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test uses the repository's pinned tools, wherever it builds a tree."""
+    if not (TOOLS_DIR / "bin" / "kubectl").is_file():
+        pytest.fail("the pinned tools are missing: run `make setup` (make test does it)")
+    monkeypatch.setenv(TOOLS_DIR_VARIABLE, str(TOOLS_DIR))
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    def run(*argv: str) -> CliResult:
+        capsys.readouterr()
+        exit_code = main(list(argv))
+        captured = capsys.readouterr()
+        return CliResult(exit_code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def platform_copy(tmp_path: Path) -> Iterator[Path]:
+    """A copy of this repository's platform tree, free to break."""
+    destination = tmp_path / "platform"
+    destination.mkdir()
+    for name in PLATFORM_PATHS:
+        source = REPOSITORY / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name)
+        else:
+            shutil.copy2(source, destination / name)
+    yield destination
+
+
+def edit_yaml(path: Path, change: Callable[[list[Any]], None]) -> None:
+    """Load every document of a YAML file, change them in place, write them back."""
+    documents = list(yaml.safe_load_all(path.read_text()))
+    change(documents)
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+
+
+MINIMAL_CONFIG = """\
+repository:
+  url: https://example.test/platform.git
+environments: [local]
+kubernetesVersion: "1.35"
+"""
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
