@@ -25,7 +25,9 @@ def test_the_repository_validates_clean(cli):
     assert report["resources_checked"] > 100
     assert report["skipped_schemas"] == []
     assert sorted(report["needs_network"]) == [
-        "clusters/local/argocd", "clusters/production/argocd", "clusters/staging/argocd"
+        "clusters/local/argocd",
+        "clusters/production/argocd",
+        "clusters/staging/argocd",
     ]
 
 
@@ -65,8 +67,9 @@ def test_a_cluster_scoped_kind_the_project_does_not_list(cli, platform_copy: Pat
     edit_yaml(platform_copy / "base/argocd-bootstrap/appprojects.yaml", narrow)
     found = findings_of(cli, platform_copy, "argocd-project")
     messages = {f["resource"]: f["message"] for f in found}
-    assert "ClusterSecretStore/gcp-secret-manager from overlays/staging/platform is refused" in (
-        messages["Application/argocd/platform-staging"]
+    assert (
+        "ClusterSecretStore/gcp-secret-manager from overlays/staging/platform is refused"
+        in (messages["Application/argocd/platform-staging"])
     )
     assert "clusterResourceWhitelist" in messages["Application/argocd/platform-staging"]
     assert "Application/argocd/platform-local" not in messages  # local has no secret store
@@ -96,8 +99,11 @@ def test_an_application_path_that_does_not_exist(cli, platform_copy: Path):
     edit_yaml(platform_copy / "apps/staging/model-server.yaml", repoint)
     found = findings_of(cli, platform_copy, "argocd-path")
     assert [(f["file"], f["resource"], f["field"]) for f in found] == [
-        ("apps/staging/model-server.yaml", "Application/argocd/model-server-staging",
-         "spec.source.path")
+        (
+            "apps/staging/model-server.yaml",
+            "Application/argocd/model-server-staging",
+            "spec.source.path",
+        )
     ]
     assert "does not exist" in found[0]["message"]
 
@@ -115,8 +121,7 @@ def test_a_values_file_that_does_not_exist(cli, platform_copy: Path):
     (platform_copy / "overlays/staging/kube-prometheus-stack/values.yaml").unlink()
     found = findings_of(cli, platform_copy, "argocd-path")
     assert [(f["resource"], f["field"]) for f in found] == [
-        ("Application/argocd/kube-prometheus-stack-staging",
-         "spec.sources[0].helm.valueFiles[1]")
+        ("Application/argocd/kube-prometheus-stack-staging", "spec.sources[0].helm.valueFiles[1]")
     ]
 
 
@@ -137,8 +142,10 @@ def test_a_component_missing_from_one_environment(cli, platform_copy: Path):
     kustomization.write_text(kustomization.read_text().replace("  - streamlit.yaml\n", ""))
     found = findings_of(cli, platform_copy, "environments-match")
     assert [(f["file"], f["message"]) for f in found] == [
-        ("apps/staging",
-         "component 'streamlit' is deployed in local, production but not in staging")
+        (
+            "apps/staging",
+            "component 'streamlit' is deployed in local, production but not in staging",
+        )
     ]
 
 

@@ -59,9 +59,14 @@ def _is_builtin_group(group: str) -> bool:
 class SchemaStore:
     """Finds and caches one validator per (apiVersion, kind)."""
 
-    def __init__(self, kubernetes_version: str, extra_dirs: Iterable[Path] = ()) -> None:
+    def __init__(
+        self,
+        kubernetes_version: str,
+        extra_dirs: Iterable[Path] = (),
+        include_project_schemas: bool = True,
+    ) -> None:
         self.kubernetes_version = kubernetes_version
-        self.custom_dirs = [*extra_dirs, PROJECT_SCHEMA_DIR]
+        self.custom_dirs = [*extra_dirs, *([PROJECT_SCHEMA_DIR] if include_project_schemas else [])]
         self._validators: dict[tuple[str, str], jsonschema.protocols.Validator | None] = {}
 
     @cached_property

@@ -49,11 +49,17 @@ def validate(
     allow_network: bool = False,
     extra_schema_dirs: Sequence[Path] = (),
     all_roots: bool = True,
+    upstream_schema_dir: Path | None = None,
 ) -> Report:
     repository = repository.resolve()
     report = Report(roots=list(roots))
     index = SourceIndex(repository)
     store = SchemaStore(config.kubernetes_version, extra_schema_dirs)
+    upstream = (
+        SchemaStore(config.kubernetes_version, [upstream_schema_dir], include_project_schemas=False)
+        if upstream_schema_dir is not None
+        else None
+    )
     skipped = {(item.api_version, item.kind): item.reason for item in config.skipped_schemas}
     results = render_roots(repository, roots, toolchain, allow_network)
 
@@ -155,6 +161,13 @@ def validate(
             report.findings.append(
                 finding(resource, schema_problem.field, schema_problem.message, "schema")
             )
+        if upstream is not None and custom:
+            for schema_problem in upstream.check(resource) or []:
+                report.findings.append(
+                    finding(
+                        resource, schema_problem.field, schema_problem.message, "upstream-schema"
+                    )
+                )
 
     def is_cluster_scoped(resource: Resource) -> bool:
         declared = store.is_cluster_scoped(resource.api_version, resource.kind)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from mlopsctl import kustomize, toolchain
 from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
 from mlopsctl.findings import format_json, format_text
+from mlopsctl.upstream import write_crd_schemas
 from mlopsctl.validation import validate
 
 
@@ -29,6 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         help="more custom-resource schemas (<group>/<kind>_<version>.json), checked first",
     )
+    parser.add_argument(
+        "--upstream-crds",
+        action="store_true",
+        help="also check custom resources against the upstream CRDs listed in mlopsctl.yaml "
+        "(fetches them)",
+    )
     add_repository_argument(parser)
 
 
@@ -37,15 +45,22 @@ def run(args: argparse.Namespace) -> int:
     tools = toolchain.resolve(space.tools_dir)
     discovered = kustomize.discover_roots(space.repository, space.config.render_exclude)
     roots = select_roots(args.roots, discovered, space.repository)
-    report = validate(
-        space.repository,
-        space.config,
-        roots,
-        tools,
-        allow_network=args.network,
-        extra_schema_dirs=args.schema_dir,
-        all_roots=not args.roots,
-    )
+    with tempfile.TemporaryDirectory(prefix="mlopsctl-crds-") as scratch:
+        upstream_dir: Path | None = None
+        if args.upstream_crds:
+            upstream_dir = Path(scratch)
+            for line in write_crd_schemas(space.config.upstream_crds, upstream_dir):
+                print(f"upstream schema: {line}", file=sys.stderr)
+        report = validate(
+            space.repository,
+            space.config,
+            roots,
+            tools,
+            allow_network=args.network,
+            extra_schema_dirs=args.schema_dir,
+            all_roots=not args.roots,
+            upstream_schema_dir=upstream_dir,
+        )
     if args.format == "json":
         print(
             format_json(
