@@ -321,3 +321,18 @@ def test_text_output_names_file_resource_and_field(cli, tmp_path: Path):
         "image 'registry.example.test/web:latest' uses the mutable tag 'latest'"
     )
     assert "1 finding(s)" in result.stderr
+
+
+@pytest.mark.parametrize("version", ["6.x", "^6.0.0", ""])
+def test_a_helm_chart_range_in_a_kustomization_fails(cli, tmp_path: Path, version: str):
+    repository = write_fixture(tmp_path, [good_deployment()])
+    (repository / "charts").mkdir()
+    (repository / "charts/kustomization.yaml").write_text(
+        f"helmCharts:\n  - name: podinfo\n    repo: https://example.test/charts\n"
+        f"    version: '{version}'\n"
+    )
+    exit_code, findings = validate_json(cli, repository)
+    assert exit_code == 1
+    assert [(f["check"], f["file"], f["field"]) for f in findings] == [
+        ("pinned-charts", "charts/kustomization.yaml", "helmCharts[0].version")
+    ]

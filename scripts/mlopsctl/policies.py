@@ -259,7 +259,20 @@ DEPRECATED_KUSTOMIZE_FIELDS = {
 }
 
 
-def deprecated_kustomize_fields(document: dict[str, Any]) -> Iterator[Problem]:
+def kustomization_problems(document: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(field, message, check) for a kustomization file itself, before anything renders."""
     for field_name, replacement in DEPRECATED_KUSTOMIZE_FIELDS.items():
         if field_name in document:
-            yield field_name, f"deprecated Kustomize field {field_name!r}: use {replacement!r}"
+            yield (
+                field_name,
+                f"deprecated Kustomize field {field_name!r}: use {replacement!r}",
+                "kustomize-deprecated",
+            )
+    for index, chart in enumerate(document.get("helmCharts") or []):
+        version = str(chart.get("version", "")) if isinstance(chart, dict) else ""
+        if not is_exact_version(version):
+            yield (
+                f"helmCharts[{index}].version",
+                f"chart version {version!r} is not one exact version",
+                "pinned-charts",
+            )

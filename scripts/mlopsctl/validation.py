@@ -72,16 +72,9 @@ def validate(
         for path in _kustomization_files(repository, config.render_exclude):
             document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             if isinstance(document, dict):
-                for field_name, message in policies.deprecated_kustomize_fields(document):
-                    report.findings.append(
-                        Finding(
-                            path.relative_to(repository).as_posix(),
-                            "",
-                            field_name,
-                            message,
-                            "kustomize-deprecated",
-                        )
-                    )
+                relative = path.relative_to(repository).as_posix()
+                for field_name, message, check in policies.kustomization_problems(document):
+                    report.findings.append(Finding(relative, "", field_name, message, check))
 
     states: dict[str, argocd.RootState] = {}
     rendered_text: list[str] = []
