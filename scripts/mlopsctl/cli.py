@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from mlopsctl import __version__
-from mlopsctl.commands import render, tools, validate
+from mlopsctl.commands import pins, render, tools, validate
 from mlopsctl.errors import MlopsctlError
 
-COMMANDS = {"tools": tools, "render": render, "validate": validate}
+COMMANDS = {"tools": tools, "render": render, "validate": validate, "pins": pins}
 
 
 def build_parser() -> argparse.ArgumentParser:
