@@ -7,10 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from mlopsctl import __version__
-from mlopsctl.commands import pins, render, tools, validate
+from mlopsctl.commands import pins, promote, render, status, tools, validate
 from mlopsctl.errors import MlopsctlError
 
-COMMANDS = {"tools": tools, "render": render, "validate": validate, "pins": pins}
+COMMANDS = {
+    "tools": tools,
+    "render": render,
+    "validate": validate,
+    "pins": pins,
+    "status": status,
+    "promote": promote,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,57 @@ _SKIP_SCHEMA = {
     },
 }
 
+_GATES_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "requireReady": {"type": "boolean"},
+        "requireSignature": {"type": "boolean"},
+        "minMetrics": {"type": "object", "additionalProperties": {"type": "number"}},
+        "notWorseThan": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["metric"],
+            "properties": {
+                "metric": {"type": "string", "minLength": 1},
+                "tolerance": {"type": "number", "minimum": 0},
+                "higherIsBetter": {"type": "boolean"},
+            },
+        },
+    },
+}
+
+_PROMOTION_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["environments"],
+    "properties": {
+        "remote": {"type": "string", "minLength": 1},
+        "branch": {"type": "string", "pattern": r"^[A-Za-z0-9._/-]+$"},
+        "author": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "email"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "pattern": r"^[^<>\n]+$"},
+                "email": {"type": "string", "pattern": r"^[^<>\s@]+@[^<>\s@]+$"},
+            },
+        },
+        "environments": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["mode"],
+                "properties": {
+                    "mode": {"enum": ["commit", "pull-request"]},
+                    "gates": _GATES_SCHEMA,
+                },
+            },
+        },
+    },
+}
+
 CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -49,6 +100,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "exclude": {"type": "array", "items": {"type": "string", "minLength": 1}},
             },
         },
+        "promotion": _PROMOTION_SCHEMA,
         "validate": {
             "type": "object",
             "additionalProperties": False,
@@ -72,6 +124,41 @@ class SkippedSchema:
 
 
 @dataclass(frozen=True)
+class Gates:
+    """What a model version must show before an environment pins it."""
+
+    require_ready: bool = True
+    require_signature: bool = True
+    min_metrics: tuple[tuple[str, float], ...] = ()
+    # (metric, tolerance, higher_is_better): not worse than the version pinned now.
+    not_worse_than: tuple[str, float, bool] | None = None
+
+
+@dataclass(frozen=True)
+class EnvironmentPolicy:
+    environment: str
+    mode: str  # "commit" or "pull-request"
+    gates: Gates
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    remote: str | None = None
+    branch: str = "main"
+    author_name: str = "mlopsctl"
+    author_email: str = "mlopsctl@localhost"
+    environments: tuple[EnvironmentPolicy, ...] = ()
+
+    def for_environment(self, environment: str) -> EnvironmentPolicy:
+        for policy in self.environments:
+            if policy.environment == environment:
+                return policy
+        raise MlopsctlError(
+            f"no promotion policy for environment {environment!r} in {CONFIG_FILENAME}"
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     repository_url: str
     environments: tuple[str, ...]
@@ -79,6 +166,7 @@ class Config:
     render_exclude: tuple[str, ...] = ()
     skipped_schemas: tuple[SkippedSchema, ...] = ()
     upstream_crds: tuple[str, ...] = field(default_factory=tuple)
+    promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
 
 
 def find_repository_root(start: Path) -> Path:
@@ -110,6 +198,7 @@ def load_config(repository_root: Path) -> Config:
         location = ".".join(str(part) for part in first.absolute_path) or "(top level)"
         raise MlopsctlError(f"{path}: {location}: {first.message}")
     validate_section = document.get("validate", {})
+    promotion = _promotion_policy(document.get("promotion"), document["environments"], path)
     return Config(
         repository_url=document["repository"]["url"],
         environments=tuple(document["environments"]),
@@ -120,4 +209,52 @@ def load_config(repository_root: Path) -> Config:
             for item in validate_section.get("skipSchemas", [])
         ),
         upstream_crds=tuple(validate_section.get("upstreamCRDs", [])),
+        promotion=promotion,
+    )
+
+
+def _gates(raw: dict[str, Any]) -> Gates:
+    comparison = raw.get("notWorseThan")
+    return Gates(
+        require_ready=raw.get("requireReady", True),
+        require_signature=raw.get("requireSignature", True),
+        min_metrics=tuple(sorted((str(k), float(v)) for k, v in raw.get("minMetrics", {}).items())),
+        not_worse_than=(
+            None
+            if comparison is None
+            else (
+                comparison["metric"],
+                float(comparison.get("tolerance", 0.0)),
+                bool(comparison.get("higherIsBetter", True)),
+            )
+        ),
+    )
+
+
+def _promotion_policy(raw: Any, environments: list[str], path: Path) -> PromotionPolicy:
+    if raw is None:
+        return PromotionPolicy()
+    unknown = sorted(set(raw["environments"]) - set(environments))
+    if unknown:
+        raise MlopsctlError(
+            f"{path}: promotion.environments.{unknown[0]}: "
+            f"not one of the environments {environments}"
+        )
+    missing = [env for env in environments if env not in raw["environments"]]
+    if missing:
+        raise MlopsctlError(f"{path}: promotion.environments: no policy for {missing[0]!r}")
+    author = raw.get("author", {})
+    return PromotionPolicy(
+        remote=raw.get("remote"),
+        branch=raw.get("branch", "main"),
+        author_name=author.get("name", "mlopsctl"),
+        author_email=author.get("email", "mlopsctl@localhost"),
+        environments=tuple(
+            EnvironmentPolicy(
+                env,
+                raw["environments"][env]["mode"],
+                _gates(raw["environments"][env].get("gates", {})),
+            )
+            for env in environments
+        ),
     )

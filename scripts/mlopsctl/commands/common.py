@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlopsctl.config import Config, find_repository_root, load_config
+from mlopsctl.errors import MlopsctlError
+from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import default_tools_dir
 
 
@@ -35,7 +38,6 @@ def select_roots(requested: list[str], discovered: list[str], repository: Path) 
     """Roots named on the command line (checked to exist), or every root."""
     if not requested:
         return discovered
-    from mlopsctl.errors import MlopsctlError
     from mlopsctl.kustomize import kustomization_file
 
     chosen = []
@@ -49,3 +51,26 @@ def select_roots(requested: list[str], discovered: list[str], repository: Path) 
             raise MlopsctlError(f"ROOT {raw!r}: no kustomization.yaml in {path}")
         chosen.append(relative)
     return chosen
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = [header, *rows]
+    widths = [max(len(row[column]) for row in table) for column in range(len(header))]
+    for row in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mlflow-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="the MLflow tracking server (default: $MLFLOW_TRACKING_URI)",
+    )
+
+
+def registry(args: argparse.Namespace) -> MlflowRegistry:
+    if not args.mlflow_uri:
+        raise MlopsctlError("no MLflow server: pass --mlflow-uri or set MLFLOW_TRACKING_URI")
+    return MlflowRegistry(args.mlflow_uri)

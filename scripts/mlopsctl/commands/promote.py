@@ -1,0 +1,67 @@
+"""`mlopsctl promote`: pin what the followed aliases point at, through gates and validation.
+
+Works in a throwaway clone of the remote, never in the user's checkout. Exit codes: 0 done (or
+nothing to do), 1 something was refused or did not validate, 2 usage, 3 registry unreachable,
+4 the git remote gave up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlopsctl import promotion, toolchain
+from mlopsctl.commands.common import (
+    add_registry_arguments,
+    add_repository_argument,
+    registry,
+    workspace,
+)
+from mlopsctl.errors import MlopsctlError
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("promote", help="bring the model pins in step with MLflow")
+    parser.add_argument("--env", help="only this environment")
+    parser.add_argument("--model", help="only this registered model")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the diff only")
+    parser.add_argument(
+        "--remote", help="the git remote to clone and push (default: from mlopsctl.yaml)"
+    )
+    add_registry_arguments(parser)
+    add_repository_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    space = workspace(args)
+    if args.env and args.env not in space.config.environments:
+        raise MlopsctlError(f"--env {args.env!r} is not one of {list(space.config.environments)}")
+    remote = args.remote or space.config.promotion.remote or space.config.repository_url
+    report = promotion.run(
+        space.config,
+        registry(args),
+        toolchain.resolve(space.tools_dir),
+        remote,
+        environment=args.env,
+        model=args.model,
+        dry_run=args.dry_run,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    for note in report.notes:
+        print(note)
+    for refusal in report.refused:
+        print(refusal)
+    for outcome in report.outcomes:
+        for change in outcome.changes:
+            print(f"{outcome.environment}: {change.model} v{change.old} -> v{change.new.version}")
+        print(f"{outcome.environment}: {outcome.result}")
+        if args.dry_run and outcome.diff:
+            print(outcome.diff, end="")
+        if outcome.branch and not args.dry_run:
+            print(
+                f"{outcome.environment}: open a pull request from {outcome.branch} "
+                f"into {space.config.promotion.branch}"
+            )
+    if not report.outcomes and not report.refused:
+        print("nothing to do: every pin is in step with its alias")
+    return 0 if report.ok else 1

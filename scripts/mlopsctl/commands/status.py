@@ -1,0 +1,67 @@
+"""`mlopsctl status`: each model pin in Git against the version behind its alias in MLflow.
+
+Exits 1 when any pin is out of step, so CI and cron can act on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from mlopsctl import inventory
+from mlopsctl.commands.common import (
+    add_registry_arguments,
+    add_repository_argument,
+    print_table,
+    registry,
+    workspace,
+)
+from mlopsctl.status import status_rows
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("status", help="compare the model pins with MLflow's aliases")
+    parser.add_argument("--env", help="only this environment")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    add_registry_arguments(parser)
+    add_repository_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    space = workspace(args)
+    if args.env and args.env not in space.config.environments:
+        print(
+            f"mlopsctl: error: --env {args.env!r} is not one of {list(space.config.environments)}",
+            file=sys.stderr,
+        )
+        return 2
+    client = registry(args)
+    pins = inventory.model_pins(
+        inventory.scan(space.repository, space.config.render_exclude), args.env
+    )
+    rows = status_rows(pins, client)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {"pins": [asdict(row) for row in rows], "registry_calls": client.calls}, indent=2
+            )
+        )
+    else:
+        print_table(
+            ("ENVIRONMENT", "MODEL", "ALIAS", "GIT", "MLFLOW", "STATE", "RUN"),
+            [
+                (
+                    row.environment,
+                    row.model,
+                    row.alias,
+                    row.pinned,
+                    row.desired or "-",
+                    row.state,
+                    row.run_id or "-",
+                )
+                for row in rows
+            ],
+        )
+    return 0 if all(row.in_step for row in rows) else 1

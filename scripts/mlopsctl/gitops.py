@@ -1,0 +1,141 @@
+"""Git, through the git command: throwaway clones of the remote, commits with trailers, pushes.
+
+Promotion never touches the user's checkout: it works in a fresh clone in a temporary
+directory, and the only state it leaves is what a push lands on the remote, atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlopsctl.errors import MlopsctlError
+
+
+class GitError(MlopsctlError):
+    """The git remote could not be read or written; nothing was left half-done."""
+
+    exit_code = 4
+
+
+# Git must not ask anyone anything, nor read the user's hooks or templates.
+_QUIET_ENVIRONMENT = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_ASKPASS": "/bin/false",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TEMPLATE_DIR": "",
+}
+
+
+def git(directory: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, **_QUIET_ENVIRONMENT}
+    completed = subprocess.run(
+        ["git", *arguments],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+    if check and completed.returncode != 0:
+        reason = completed.stderr.strip() or completed.stdout.strip()
+        raise GitError(f"git {' '.join(arguments[:2])} failed: {reason}")
+    return completed
+
+
+@dataclass(frozen=True)
+class Author:
+    name: str
+    email: str
+
+
+def clone(remote: str, branch: str, destination: Path) -> Path:
+    """A full clone (history is read for rollbacks) of `branch` into `destination`."""
+    completed = git(
+        destination.parent,
+        "clone",
+        "--quiet",
+        "--no-tags",
+        "--branch",
+        branch,
+        remote,
+        str(destination),
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise GitError(f"cannot clone {remote} (branch {branch}): {completed.stderr.strip()}")
+    return destination
+
+
+def head(directory: Path) -> str:
+    return git(directory, "rev-parse", "HEAD").stdout.strip()
+
+
+def reset_to_remote(directory: Path, branch: str) -> None:
+    git(directory, "fetch", "--quiet", "origin", branch)
+    git(directory, "reset", "--quiet", "--hard", f"origin/{branch}")
+    git(directory, "clean", "--quiet", "-fd")
+
+
+def commit(
+    directory: Path,
+    paths: Sequence[str],
+    subject: str,
+    body: str,
+    trailers: Sequence[tuple[str, str]],
+    author: Author,
+) -> str:
+    git(directory, "add", "--", *paths)
+    arguments = [
+        "-c",
+        f"user.name={author.name}",
+        "-c",
+        f"user.email={author.email}",
+        "commit",
+        "--quiet",
+        "--no-verify",
+        "-m",
+        subject,
+    ]
+    if body:
+        arguments += ["-m", body]
+    for key, value in trailers:
+        arguments += ["--trailer", f"{key}: {value}"]
+    git(directory, *arguments)
+    return head(directory)
+
+
+def push(directory: Path, refspec: str, force_with_lease: str | None = None) -> bool:
+    """True when the push landed; False when the remote moved on (rejected as non-fast-forward)."""
+    arguments = ["push", "--quiet", "--porcelain", "origin", refspec]
+    if force_with_lease is not None:
+        arguments.insert(1, f"--force-with-lease={force_with_lease}")
+    completed = git(directory, *arguments, check=False)
+    if completed.returncode == 0:
+        return True
+    output = completed.stdout + completed.stderr
+    if any(
+        word in output
+        for word in (
+            "non-fast-forward",
+            "fetch first",
+            "[rejected]",
+            "stale info",
+            "cannot lock ref",
+        )
+    ):
+        return False
+    raise GitError(f"git push {refspec} failed: {output.strip()}")
+
+
+def file_at(directory: Path, revision: str, path: str) -> str | None:
+    completed = git(directory, "show", f"{revision}:{path}", check=False)
+    return completed.stdout if completed.returncode == 0 else None
+
+
+def log_of(directory: Path, path: str, limit: int = 200) -> list[str]:
+    """Commits that changed `path`, newest first."""
+    return git(directory, "log", f"-{limit}", "--format=%H", "--", path).stdout.split()

@@ -1,0 +1,379 @@
+"""The sync loop: desired pins (registry) -> plan -> gates -> edit -> validate -> commit -> push.
+
+Level-triggered and idempotent: a run compares what the registry's aliases want with what Git
+pins, so running it twice makes no second commit, and a run killed anywhere leaves nothing but
+what a completed push landed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlopsctl import gitops, inventory
+from mlopsctl.config import Config, EnvironmentPolicy
+from mlopsctl.errors import MlopsctlError
+from mlopsctl.gates import refusals
+from mlopsctl.kustomize import discover_roots, kustomization_file, load_kustomization
+from mlopsctl.pins import find_pins, set_model_version
+from mlopsctl.registry import ModelVersion, Registry
+from mlopsctl.toolchain import Toolchain
+from mlopsctl.validation import validate
+
+
+@dataclass(frozen=True)
+class Change:
+    environment: str
+    file: str
+    model: str
+    alias: str
+    old: str
+    new: ModelVersion
+    metrics: dict[str, float]
+    old_metrics: dict[str, float]
+    old_run_id: str
+
+
+@dataclass
+class Outcome:
+    environment: str
+    changes: list[Change]
+    result: str
+    ok: bool = True
+    diff: str = ""
+    commit: str = ""
+    branch: str = ""
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused and all(outcome.ok for outcome in self.outcomes)
+
+
+def plan(
+    pins: Sequence[inventory.LocatedPin], registry: Registry, config: Config
+) -> tuple[list[Change], list[str], list[str]]:
+    """(changes that pass their gates, refusals, notes) for the given model pins."""
+    changes: list[Change] = []
+    refused: list[str] = []
+    notes: list[str] = []
+    for located in pins:
+        environment = located.environment or ""
+        policy = config.promotion.for_environment(environment)
+        target = registry.version_by_alias(located.model, located.alias)
+        where = f"{environment}: {located.model}@{located.alias}"
+        if target is None:
+            notes.append(
+                f"{where}: the alias does not exist in MLflow; pin left at v{located.pin.value}"
+            )
+            continue
+        if target.version == located.pin.value:
+            continue
+        metrics = registry.run_metrics(target.run_id)
+        gates = policy.gates
+        signature = (
+            registry.signature(located.model, target.version) if gates.require_signature else None
+        )
+        old = registry.version(located.model, located.pin.value)
+        old_metrics = registry.run_metrics(old.run_id) if old is not None else {}
+        reasons = refusals(
+            gates,
+            target,
+            metrics,
+            signature is not None,
+            old_metrics if old is not None and gates.not_worse_than else None,
+        )
+        if reasons:
+            refused.extend(f"{where} -> v{target.version} refused: {reason}" for reason in reasons)
+            continue
+        changes.append(
+            Change(
+                environment,
+                located.file,
+                located.model,
+                located.alias,
+                located.pin.value,
+                target,
+                metrics,
+                old_metrics,
+                old.run_id if old is not None else "",
+            )
+        )
+    return changes, refused, notes
+
+
+def _referenced_directories(directory: Path, seen: set[Path]) -> set[Path]:
+    directory = directory.resolve()
+    if directory in seen:
+        return seen
+    seen.add(directory)
+    found = kustomization_file(directory)
+    if found is None:
+        return seen
+    document = load_kustomization(found)
+    for field_name in ("resources", "components"):
+        for reference in document.get(field_name) or []:
+            target = (directory / str(reference)).resolve()
+            if target.is_dir():
+                _referenced_directories(target, seen)
+    return seen
+
+
+def affected_roots(repository: Path, files: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """The kustomize roots whose build reads any of `files`."""
+    directories = {(repository / file).resolve().parent for file in files}
+    return [
+        root
+        for root in discover_roots(repository, exclude)
+        if directories & _referenced_directories(repository / root, set())
+    ]
+
+
+def commit_message(
+    environment: str, changes: Sequence[Change], mlflow_url: str
+) -> tuple[str, str, list[tuple[str, str]]]:
+    subject = f"promote({environment}): " + "; ".join(
+        f"{change.model} v{change.old} -> v{change.new.version}" for change in changes
+    )
+    paragraphs = []
+    trailers: list[tuple[str, str]] = []
+    for change in changes:
+        lines = [
+            f"{change.model} v{change.new.version} (run {change.new.run_id or 'unknown'}), "
+            f"following @{change.alias}; metrics new (old):"
+        ]
+        for metric in sorted(set(change.metrics) | set(change.old_metrics)):
+            new = change.metrics.get(metric)
+            old = change.old_metrics.get(metric)
+            lines.append(
+                f"  {metric}: {'-' if new is None else f'{new:.6g}'} "
+                f"({'-' if old is None else f'{old:.6g}'})"
+            )
+        paragraphs.append("\n".join(lines))
+        trailers += [
+            ("Model", change.model),
+            ("Model-Version", change.new.version),
+            ("Previous-Version", change.old),
+            ("Run-Id", change.new.run_id or "unknown"),
+            ("Environment", environment),
+            ("MLflow-Url", f"{mlflow_url}/#/models/{change.model}/versions/{change.new.version}"),
+        ]
+    return subject, "\n\n".join(paragraphs), trailers
+
+
+@dataclass
+class Promoter:
+    config: Config
+    registry: Registry
+    toolchain: Toolchain
+    remote: str
+    max_attempts: int = 8
+    backoff_seconds: float = 0.2
+    sleep: Callable[[float], None] = time.sleep
+    log: Callable[[str], None] = print
+
+    def _apply(self, clone: Path, changes: Sequence[Change]) -> tuple[list[Change], str, list[str]]:
+        """Edit the clone for the changes still needed there: (applied, diff, findings)."""
+        applied: list[Change] = []
+        diffs = []
+        for file in sorted({change.file for change in changes}):
+            path = clone / file
+            before = path.read_text(encoding="utf-8") if path.is_file() else ""
+            after = before
+            for change in changes:
+                if change.file != file:
+                    continue
+                current = [
+                    p
+                    for p in find_pins(after, file)
+                    if p.kind == "model" and p.follows == f"{change.model}@{change.alias}"
+                ]
+                if current and current[0].value == change.new.version:
+                    continue  # already there (another promoter landed it)
+                after = set_model_version(
+                    after, change.model, change.alias, change.new.version, file
+                )
+                applied.append(change)
+            if after != before:
+                path.write_bytes(after.encode("utf-8"))
+                diffs.append(
+                    "".join(
+                        difflib.unified_diff(
+                            before.splitlines(keepends=True),
+                            after.splitlines(keepends=True),
+                            f"a/{file}",
+                            f"b/{file}",
+                        )
+                    )
+                )
+        if not applied:
+            return [], "", []
+        roots = affected_roots(
+            clone, [change.file for change in applied], self.config.render_exclude
+        )
+        report = validate(clone, self.config, roots, self.toolchain, all_roots=False)
+        findings = [
+            f"{finding.file}: {finding.resource}: {finding.field}: {finding.message}"
+            for finding in report.findings
+        ]
+        return applied, "".join(diffs), findings
+
+    def _backoff(self, attempt: int) -> None:
+        self.sleep(random.uniform(0, min(2.0, self.backoff_seconds * 2**attempt)))
+
+    def promote(
+        self, clone: Path, changes: Sequence[Change], dry_run: bool = False
+    ) -> list[Outcome]:
+        outcomes = []
+        by_environment: dict[str, list[Change]] = {}
+        for change in changes:
+            by_environment.setdefault(change.environment, []).append(change)
+        for environment, environment_changes in by_environment.items():
+            policy = self.config.promotion.for_environment(environment)
+            if dry_run:
+                applied, diff, findings = self._apply(clone, environment_changes)
+                gitops.git(clone, "checkout", "--quiet", "--", ".")
+                result = "dry run: nothing changed"
+                if findings:
+                    result += "; the edit would not validate:\n  " + "\n  ".join(findings)
+                outcomes.append(Outcome(environment, applied, result, not findings, diff))
+            elif policy.mode == "commit":
+                outcomes.append(self._commit_to_branch(clone, environment, environment_changes))
+            else:
+                outcomes.extend(
+                    self._push_promotion_branch(clone, policy, change)
+                    for change in environment_changes
+                )
+        return outcomes
+
+    def _commit_to_branch(
+        self, clone: Path, environment: str, changes: Sequence[Change]
+    ) -> Outcome:
+        branch = self.config.promotion.branch
+        author = gitops.Author(
+            self.config.promotion.author_name, self.config.promotion.author_email
+        )
+        for attempt in range(self.max_attempts):
+            applied, diff, findings = self._apply(clone, changes)
+            if findings:
+                gitops.reset_to_remote(clone, branch)
+                return Outcome(
+                    environment,
+                    applied,
+                    "not committed: the edited overlay does not validate:\n  "
+                    + "\n  ".join(findings),
+                    ok=False,
+                    diff=diff,
+                )
+            if not applied:
+                return Outcome(environment, [], "nothing to do: Git already pins these versions")
+            subject, body, trailers = commit_message(environment, applied, self.registry.base_url)
+            sha = gitops.commit(
+                clone, sorted({c.file for c in applied}), subject, body, trailers, author
+            )
+            if gitops.push(clone, f"HEAD:refs/heads/{branch}"):
+                return Outcome(
+                    environment, applied, f"committed {sha[:12]} to {branch}", diff=diff, commit=sha
+                )
+            self.log(f"{environment}: {branch} moved on; replaying the edit on its new head")
+            gitops.reset_to_remote(clone, branch)
+            self._backoff(attempt)
+        raise gitops.GitError(
+            f"{environment}: gave up after {self.max_attempts} pushes rejected by a moving {branch}"
+        )
+
+    def _push_promotion_branch(
+        self, clone: Path, policy: EnvironmentPolicy, change: Change
+    ) -> Outcome:
+        base = self.config.promotion.branch
+        branch = f"mlopsctl/promote/{policy.environment}/{change.model}"
+        author = gitops.Author(
+            self.config.promotion.author_name, self.config.promotion.author_email
+        )
+        gitops.git(clone, "checkout", "--quiet", "-B", branch, f"origin/{base}")
+        try:
+            applied, diff, findings = self._apply(clone, [change])
+            if findings:
+                return Outcome(
+                    policy.environment,
+                    applied,
+                    "not pushed: the edited overlay does not validate:\n  " + "\n  ".join(findings),
+                    ok=False,
+                    diff=diff,
+                )
+            if not applied:
+                return Outcome(
+                    policy.environment,
+                    [],
+                    f"nothing to do: {base} already pins v{change.new.version}",
+                )
+            existing = gitops.git(
+                clone, "ls-remote", "origin", f"refs/heads/{branch}"
+            ).stdout.split()
+            if existing:
+                gitops.git(clone, "fetch", "--quiet", "origin", f"refs/heads/{branch}")
+                if (
+                    gitops.file_at(clone, "FETCH_HEAD", change.file)
+                    == (clone / change.file).read_text()
+                ):
+                    return Outcome(
+                        policy.environment,
+                        applied,
+                        f"branch {branch} already proposes v{change.new.version}",
+                        diff=diff,
+                        branch=branch,
+                    )
+            subject, body, trailers = commit_message(
+                policy.environment, applied, self.registry.base_url
+            )
+            sha = gitops.commit(clone, [change.file], subject, body, trailers, author)
+            # The promotion branch belongs to mlopsctl: it is rebuilt from the base each time.
+            gitops.git(clone, "push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}")
+            return Outcome(
+                policy.environment,
+                applied,
+                f"pushed {sha[:12]} to branch {branch}",
+                diff=diff,
+                commit=sha,
+                branch=branch,
+            )
+        finally:
+            gitops.git(clone, "checkout", "--quiet", "--force", base)
+
+
+def run(
+    config: Config,
+    registry: Registry,
+    toolchain: Toolchain,
+    remote: str,
+    environment: str | None = None,
+    model: str | None = None,
+    dry_run: bool = False,
+    log: Callable[[str], None] = print,
+) -> Report:
+    """One pass of the loop over a fresh clone of `remote`; the user's checkout is not read."""
+    with tempfile.TemporaryDirectory(prefix="mlopsctl-promote-") as scratch:
+        clone = gitops.clone(remote, config.promotion.branch, Path(scratch) / "repository")
+        pins = inventory.model_pins(
+            inventory.scan(clone, config.render_exclude), environment, model
+        )
+        if not pins:
+            raise MlopsctlError(
+                f"no model pin in {remote} matches environment {environment or 'any'} "
+                f"and model {model or 'any'}"
+            )
+        changes, refused, notes = plan(pins, registry, config)
+        promoter = Promoter(config, registry, toolchain, remote, log=log)
+        outcomes = promoter.promote(clone, changes, dry_run=dry_run) if changes else []
+    return Report(outcomes, refused, notes)

@@ -1,0 +1,272 @@
+"""Promotion from a real MLflow registry into a real bare git remote."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.mlflow_fixtures import MlflowServer, mlflow_server  # noqa: F401 - fixture
+
+_names = itertools.count()
+
+
+def git(directory: Path, *arguments: str) -> str:
+    return subprocess.run(
+        ["git", *arguments], cwd=directory, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@dataclass
+class Platform:
+    checkout: Path
+    remote: Path
+    model: str
+
+    def log(self, branch: str = "main") -> list[str]:
+        return git(self.remote, "log", "--format=%s", branch).splitlines()
+
+    def show(self, path: str, branch: str = "main") -> str:
+        return git(self.remote, "show", f"{branch}:{path}")
+
+    def trailers(self, branch: str = "main") -> dict[str, str]:
+        raw = git(self.remote, "log", "-1", "--format=%(trailers:unfold)", branch)
+        return dict(line.split(": ", 1) for line in raw.strip().splitlines())
+
+    def pin(self, environment: str, branch: str = "main") -> str:
+        text = self.show(f"overlays/{environment}/model-server/kustomization.yaml", branch)
+        return text.split(f"models:/{self.model}/")[1].split()[0]
+
+
+@pytest.fixture
+def platform(platform_copy: Path) -> Platform:
+    """This repository's tree with its own model name, committed to a fresh bare remote."""
+    model = f"iris-{next(_names)}"
+    for environment in ("local", "staging", "production"):
+        path = platform_copy / f"overlays/{environment}/model-server/kustomization.yaml"
+        path.write_text(path.read_text().replace("iris-classifier", model))
+    git(platform_copy, "init", "--quiet", "--initial-branch=main")
+    git(platform_copy, "add", ".")
+    git(
+        platform_copy,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.test",
+        "commit",
+        "-qm",
+        "platform",
+    )
+    remote = platform_copy.parent / "remote.git"
+    git(platform_copy.parent, "clone", "--quiet", "--bare", str(platform_copy), str(remote))
+    return Platform(platform_copy, remote, model)
+
+
+def promote(cli, platform: Platform, server: MlflowServer, *extra: str):
+    return cli(
+        "promote",
+        "--repo",
+        str(platform.checkout),
+        "--remote",
+        str(platform.remote),
+        "--mlflow-uri",
+        server.url,
+        *extra,
+    )
+
+
+def test_local_gets_one_commit_with_trailers_and_a_second_run_makes_none(
+    cli, platform, mlflow_server
+):
+    mlflow_server.register(platform.model, {"accuracy": 0.91})
+    second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    result = promote(cli, platform, mlflow_server, "--env", "local")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert platform.log()[0] == f"promote(local): {platform.model} v1 -> v{second}"
+    assert platform.pin("local") == second
+    assert platform.pin("staging") == "1"  # another environment is left alone
+    trailers = platform.trailers()
+    assert trailers["Model"] == platform.model
+    assert trailers["Model-Version"] == second
+    assert trailers["Previous-Version"] == "1"
+    assert trailers["Environment"] == "local"
+    assert len(trailers["Run-Id"]) == 32
+    assert (
+        trailers["MLflow-Url"] == f"{mlflow_server.url}/#/models/{platform.model}/versions/{second}"
+    )
+    body = git(platform.remote, "log", "-1", "--format=%b", "main")
+    assert "accuracy: 0.95 (0.91)" in body
+    author = git(platform.remote, "log", "-1", "--format=%an <%ae>", "main")
+    assert author.strip() == "mlopsctl <mlopsctl@users.noreply.example.com>"
+
+    commits = len(platform.log())
+    again = promote(cli, platform, mlflow_server, "--env", "local")
+    assert again.exit_code == 0
+    assert "nothing to do" in again.stdout
+    assert len(platform.log()) == commits
+
+
+def test_dry_run_prints_the_diff_and_changes_nothing(cli, platform, mlflow_server):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    second = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    before = platform.log()
+    result = promote(cli, platform, mlflow_server, "--env", "local", "--dry-run")
+    assert result.exit_code == 0
+    assert f"-      - MODEL_URI=models:/{platform.model}/1" in result.stdout
+    assert f"+      - MODEL_URI=models:/{platform.model}/{second}" in result.stdout
+    assert platform.log() == before
+    assert git(platform.checkout, "status", "--porcelain") == ""  # the user's checkout too
+
+
+def test_pull_request_environments_get_a_branch_not_a_commit_on_main(cli, platform, mlflow_server):
+    mlflow_server.register(platform.model, {"accuracy": 0.95})
+    second = mlflow_server.register(platform.model, {"accuracy": 0.96}, alias="champion")
+    before = platform.log()
+    result = promote(cli, platform, mlflow_server, "--env", "production")
+    assert result.exit_code == 0, result.stdout
+    branch = f"mlopsctl/promote/production/{platform.model}"
+    assert platform.log() == before
+    assert platform.pin("production", branch) == second
+    assert platform.log(branch)[0] == f"promote(production): {platform.model} v1 -> v{second}"
+    assert f"open a pull request from {branch} into main" in result.stdout
+    again = promote(cli, platform, mlflow_server, "--env", "production")
+    assert "already proposes" in again.stdout
+    assert len(platform.log(branch)) == len(before) + 1
+
+
+@pytest.mark.parametrize(
+    ("environment", "alias", "metrics", "signature", "expected"),
+    [
+        ("local", "challenger", {"accuracy": 0.9}, False, "has no model signature"),
+        (
+            "staging",
+            "challenger",
+            {"accuracy": 0.5},
+            True,
+            "accuracy 0.5 is below the required 0.85",
+        ),
+        ("staging", "challenger", {"loss": 0.1}, True, "logged no 'accuracy' metric"),
+    ],
+)
+def test_gates_refuse_with_the_reason_and_commit_nothing(
+    cli, platform, mlflow_server, environment, alias, metrics, signature, expected
+):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    mlflow_server.register(platform.model, metrics, signature=signature, alias=alias)
+    before = platform.log()
+    result = promote(cli, platform, mlflow_server, "--env", environment)
+    assert result.exit_code == 1
+    assert expected in result.stdout
+    assert platform.log() == before
+    assert git(platform.remote, "branch", "--list", "mlopsctl/*") == ""
+
+
+def test_production_refuses_a_version_worse_than_the_pinned_one(cli, platform, mlflow_server):
+    mlflow_server.register(platform.model, {"accuracy": 0.99})
+    mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="champion")
+    result = promote(cli, platform, mlflow_server, "--env", "production")
+    assert result.exit_code == 1
+    assert (
+        "accuracy 0.95 is worse than the pinned version's 0.99 by more than 0.01" in result.stdout
+    )
+
+
+@pytest.mark.parametrize("status", ["PENDING_REGISTRATION", "FAILED_REGISTRATION"])
+def test_a_version_that_is_not_ready_is_refused(cli, platform, mlflow_server, status):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    second = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    mlflow_server.set_status(platform.model, second, status)
+    before = platform.log()
+    result = promote(cli, platform, mlflow_server, "--env", "local")
+    assert result.exit_code == 1
+    assert f"{platform.model} v{second} is {status}, not READY" in result.stdout
+    assert platform.log() == before
+
+
+def test_an_edit_that_does_not_validate_is_not_committed(cli, platform, mlflow_server):
+    # Someone broke the model server's base on main: the promotion must not land on top.
+    overlay = platform.checkout / "overlays/local/model-server/kustomization.yaml"
+    overlay.write_text(overlay.read_text().replace("newTag: 0.1.0", "newTag: latest"))
+    git(
+        platform.checkout,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.test",
+        "commit",
+        "-qam",
+        "oops",
+    )
+    git(platform.checkout, "push", "--quiet", str(platform.remote), "main")
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    before = platform.log()
+    result = promote(cli, platform, mlflow_server, "--env", "local")
+    assert result.exit_code == 1
+    assert "does not validate" in result.stdout
+    assert "uses the mutable tag 'latest'" in result.stdout
+    assert platform.log() == before
+
+
+def test_an_unreachable_registry_fails_clearly(cli, platform):
+    result = cli(
+        "promote",
+        "--repo",
+        str(platform.checkout),
+        "--remote",
+        str(platform.remote),
+        "--mlflow-uri",
+        "http://127.0.0.1:9",  # the discard port: nothing listens
+    )
+    assert result.exit_code == 3
+    assert "MLflow at http://127.0.0.1:9 is unreachable" in result.stderr
+    assert "after 4 attempts" in result.stderr
+
+
+def test_status_reports_each_state_and_exits_non_zero_when_out_of_step(
+    cli, platform, mlflow_server
+):
+    first = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="champion")
+    second = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    arguments = ("status", "--repo", str(platform.checkout), "--mlflow-uri", mlflow_server.url)
+    result = cli(*arguments, "--format", "json")
+    assert result.exit_code == 1
+    states = {
+        row["environment"]: (row["pinned"], row["desired"], row["state"])
+        for row in result.json()["pins"]
+    }
+    assert states == {
+        "local": ("1", second, "behind"),
+        "staging": ("1", second, "behind"),
+        "production": (first, first, "in sync"),
+    }
+    assert result.json()["registry_calls"] == 3  # one per alias, plus the pinned version once
+
+    assert cli(*arguments, "--env", "production").exit_code == 0
+    mlflow_server.set_status(platform.model, first, "PENDING_REGISTRATION")
+    assert "not READY" in cli(*arguments, "--env", "production").stdout
+    mlflow_server.client().delete_registered_model_alias(platform.model, "champion")
+    assert "alias missing" in cli(*arguments, "--env", "production").stdout
+    table = cli(*arguments).stdout.splitlines()
+    assert table[0].split() == ["ENVIRONMENT", "MODEL", "ALIAS", "GIT", "MLFLOW", "STATE", "RUN"]
+
+
+def test_status_of_a_pin_to_a_deleted_version(cli, platform, mlflow_server):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    mlflow_server.client().delete_model_version(platform.model, "1")
+    result = cli(
+        "status",
+        "--repo",
+        str(platform.checkout),
+        "--mlflow-uri",
+        mlflow_server.url,
+        "--env",
+        "local",
+        "--format",
+        "json",
+    )
+    assert [row["state"] for row in result.json()["pins"]] == ["version missing"]
