@@ -15,6 +15,8 @@ import yaml
 from mlopsctl.cli import main
 from mlopsctl.toolchain import TOOLS_DIR_VARIABLE
 
+pytest_plugins = ["tests.mlflow_fixtures"]
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 TOOLS_DIR = REPOSITORY / ".tools"
 PLATFORM_PATHS = ("mlopsctl.yaml", "apps", "base", "clusters", "overlays")

@@ -6,6 +6,7 @@ without. Further versions are registered from them, each with a run of its own m
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import subprocess
@@ -75,7 +76,7 @@ class MlflowServer:
         source, model_id = self._logged_model(signature)
         try:
             client.create_registered_model(model)
-        except Exception:  # noqa: BLE001 - already registered
+        except Exception:
             pass
         experiment = client.get_experiment_by_name("Default")
         run = client.create_run(experiment.experiment_id if experiment else "0")

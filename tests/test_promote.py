@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mlflow_fixtures import MlflowServer, mlflow_server  # noqa: F401 - fixture
+from tests.mlflow_fixtures import MlflowServer
 
 _names = itertools.count()
 
