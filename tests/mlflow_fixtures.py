@@ -74,10 +74,10 @@ class MlflowServer:
         """A new READY version of `model` whose run logged `metrics`; returns its number."""
         client = self.client()
         source, model_id = self._logged_model(signature)
-        try:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # already registered
             client.create_registered_model(model)
-        except Exception:
-            pass
         experiment = client.get_experiment_by_name("Default")
         run = client.create_run(experiment.experiment_id if experiment else "0")
         for key, value in (metrics or {}).items():
