@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,3 +274,33 @@ def test_status_of_a_pin_to_a_deleted_version(cli, platform, mlflow_server):
         "json",
     )
     assert [row["state"] for row in result.json()["pins"]] == ["version missing"]
+
+
+@pytest.mark.parametrize("kill_after_seconds", [0.3, 0.8, 1.5])
+def test_a_killed_run_leaves_nothing_half_done(platform, mlflow_server, kill_after_seconds):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    second = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    command = [
+        str(Path(sys.executable).parent / "mlopsctl"),
+        "promote",
+        "--repo",
+        str(platform.checkout),
+        "--remote",
+        str(platform.remote),
+        "--mlflow-uri",
+        mlflow_server.url,
+        "--env",
+        "local",
+    ]
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after_seconds)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    landed = [s for s in platform.log() if s.startswith("promote(local)")]
+    assert len(landed) <= 1  # before the kill it landed whole, or not at all
+    assert git(platform.remote, "fsck", "--no-progress") == ""
+    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True)
+    landed = [s for s in platform.log() if s.startswith("promote(local)")]
+    assert landed == [f"promote(local): {platform.model} v1 -> v{second}"]
+    assert platform.pin("local") == second

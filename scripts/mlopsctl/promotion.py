@@ -178,7 +178,7 @@ class Promoter:
     registry: Registry
     toolchain: Toolchain
     remote: str
-    max_attempts: int = 8
+    max_attempts: int = 20
     backoff_seconds: float = 0.2
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = print
@@ -230,7 +230,8 @@ class Promoter:
         return applied, "".join(diffs), findings
 
     def _backoff(self, attempt: int) -> None:
-        self.sleep(random.uniform(0, min(2.0, self.backoff_seconds * 2**attempt)))
+        # Full jitter, capped: concurrent promoters spread out instead of colliding again.
+        self.sleep(random.uniform(0, min(4.0, self.backoff_seconds * 2**attempt)))
 
     def promote(
         self, clone: Path, changes: Sequence[Change], dry_run: bool = False
@@ -361,6 +362,7 @@ def run(
     model: str | None = None,
     dry_run: bool = False,
     log: Callable[[str], None] = print,
+    max_attempts: int = 20,
 ) -> Report:
     """One pass of the loop over a fresh clone of `remote`; the user's checkout is not read."""
     with tempfile.TemporaryDirectory(prefix="mlopsctl-promote-") as scratch:
@@ -374,6 +376,6 @@ def run(
                 f"and model {model or 'any'}"
             )
         changes, refused, notes = plan(pins, registry, config)
-        promoter = Promoter(config, registry, toolchain, remote, log=log)
+        promoter = Promoter(config, registry, toolchain, remote, max_attempts=max_attempts, log=log)
         outcomes = promoter.promote(clone, changes, dry_run=dry_run) if changes else []
     return Report(outcomes, refused, notes)

@@ -20,6 +20,13 @@ from mlopsctl.commands.common import (
 from mlopsctl.errors import MlopsctlError
 
 
+def positive_integer(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("promote", help="bring the model pins in step with MLflow")
     parser.add_argument("--env", help="only this environment")
@@ -27,6 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the diff only")
     parser.add_argument(
         "--remote", help="the git remote to clone and push (default: from mlopsctl.yaml)"
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=positive_integer,
+        default=20,
+        help="pushes to try when the branch keeps moving (default: 20)",
     )
     add_registry_arguments(parser)
     add_repository_argument(parser)
@@ -45,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         environment=args.env,
         model=args.model,
         dry_run=args.dry_run,
+        max_attempts=args.max_attempts,
         log=lambda line: print(line, file=sys.stderr),
     )
     for note in report.notes:
