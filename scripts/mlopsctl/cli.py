@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mlopsctl import __version__
-from mlopsctl.commands import pins, promote, render, status, tools, validate
+from mlopsctl.commands import pins, promote, render, set_image, status, tools, validate
 from mlopsctl.errors import MlopsctlError
 
 COMMANDS = {
@@ -17,6 +17,7 @@ COMMANDS = {
     "pins": pins,
     "status": status,
     "promote": promote,
+    "set-image": set_image,
 }
 
 

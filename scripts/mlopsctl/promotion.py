@@ -20,14 +20,38 @@ from mlopsctl.config import Config, EnvironmentPolicy
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.gates import refusals
 from mlopsctl.kustomize import discover_roots, kustomization_file, load_kustomization
-from mlopsctl.pins import find_pins, set_model_version
+from mlopsctl.pins import find_pins, set_image, set_model_version
 from mlopsctl.registry import ModelVersion, Registry
 from mlopsctl.toolchain import Toolchain
 from mlopsctl.validation import validate
 
 
+class Edit:
+    """One pin to move in one file of one environment, and how to say so in a commit."""
+
+    environment: str
+    file: str
+    verb: str  # names the commit ("promote(local): ...") and the branch
+    key: str  # what the branch is for: the model or the image
+
+    def apply(self, text: str) -> str | None:
+        """The text with the pin moved, or None when it is already where it should be."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def body(self) -> str:
+        return ""
+
+    def trailers(self, mlflow_url: str) -> list[tuple[str, str]]:
+        return [("Environment", self.environment)]
+
+
 @dataclass(frozen=True)
-class Change:
+class Change(Edit):
+    """A model pin moved to the version its alias points at."""
+
     environment: str
     file: str
     model: str
@@ -37,12 +61,93 @@ class Change:
     metrics: dict[str, float]
     old_metrics: dict[str, float]
     old_run_id: str
+    verb: str = "promote"
+
+    @property
+    def key(self) -> str:  # type: ignore[override]
+        return self.model
+
+    def apply(self, text: str) -> str | None:
+        follows = f"{self.model}@{self.alias}"
+        current = [
+            p for p in find_pins(text, self.file) if p.kind == "model" and p.follows == follows
+        ]
+        if current and current[0].value == self.new.version:
+            return None  # already there (another promoter landed it)
+        return set_model_version(text, self.model, self.alias, self.new.version, self.file)
+
+    def summary(self) -> str:
+        return f"{self.model} v{self.old} -> v{self.new.version}"
+
+    def body(self) -> str:
+        lines = [
+            f"{self.model} v{self.new.version} (run {self.new.run_id or 'unknown'}), "
+            f"following @{self.alias}; metrics new (old):"
+        ]
+        for metric in sorted(set(self.metrics) | set(self.old_metrics)):
+            new = self.metrics.get(metric)
+            old = self.old_metrics.get(metric)
+            lines.append(
+                f"  {metric}: {'-' if new is None else f'{new:.6g}'} "
+                f"({'-' if old is None else f'{old:.6g}'})"
+            )
+        return "\n".join(lines)
+
+    def trailers(self, mlflow_url: str) -> list[tuple[str, str]]:
+        return [
+            ("Model", self.model),
+            ("Model-Version", self.new.version),
+            ("Previous-Version", self.old),
+            ("Run-Id", self.new.run_id or "unknown"),
+            ("Environment", self.environment),
+            ("MLflow-Url", f"{mlflow_url}/#/models/{self.model}/versions/{self.new.version}"),
+        ]
+
+
+@dataclass(frozen=True)
+class ImageChange(Edit):
+    """An images: entry moved to a new tag, or to a digest."""
+
+    environment: str
+    file: str
+    image: str
+    old: str
+    tag: str | None = None
+    digest: str | None = None
+    verb: str = "set-image"
+
+    @property
+    def key(self) -> str:  # type: ignore[override]
+        return self.image
+
+    @property
+    def new(self) -> str:
+        return self.tag if self.tag is not None else f"@{self.digest}"
+
+    def apply(self, text: str) -> str | None:
+        current = [
+            p for p in find_pins(text, self.file) if p.kind == "image" and p.follows == self.image
+        ]
+        if current and current[0].value == self.new:
+            return None
+        return set_image(text, self.image, tag=self.tag, digest=self.digest, path=self.file)
+
+    def summary(self) -> str:
+        return f"{self.image} {self.old} -> {self.new}"
+
+    def trailers(self, mlflow_url: str) -> list[tuple[str, str]]:
+        return [
+            ("Image", self.image),
+            ("Image-Version", self.new),
+            ("Previous-Image-Version", self.old),
+            ("Environment", self.environment),
+        ]
 
 
 @dataclass
 class Outcome:
     environment: str
-    changes: list[Change]
+    changes: Sequence[Edit]
     result: str
     ok: bool = True
     diff: str = ""
@@ -141,70 +246,46 @@ def affected_roots(repository: Path, files: Sequence[str], exclude: Sequence[str
 
 
 def commit_message(
-    environment: str, changes: Sequence[Change], mlflow_url: str
+    environment: str, edits: Sequence[Edit], mlflow_url: str
 ) -> tuple[str, str, list[tuple[str, str]]]:
-    subject = f"promote({environment}): " + "; ".join(
-        f"{change.model} v{change.old} -> v{change.new.version}" for change in changes
-    )
-    paragraphs = []
-    trailers: list[tuple[str, str]] = []
-    for change in changes:
-        lines = [
-            f"{change.model} v{change.new.version} (run {change.new.run_id or 'unknown'}), "
-            f"following @{change.alias}; metrics new (old):"
-        ]
-        for metric in sorted(set(change.metrics) | set(change.old_metrics)):
-            new = change.metrics.get(metric)
-            old = change.old_metrics.get(metric)
-            lines.append(
-                f"  {metric}: {'-' if new is None else f'{new:.6g}'} "
-                f"({'-' if old is None else f'{old:.6g}'})"
-            )
-        paragraphs.append("\n".join(lines))
-        trailers += [
-            ("Model", change.model),
-            ("Model-Version", change.new.version),
-            ("Previous-Version", change.old),
-            ("Run-Id", change.new.run_id or "unknown"),
-            ("Environment", environment),
-            ("MLflow-Url", f"{mlflow_url}/#/models/{change.model}/versions/{change.new.version}"),
-        ]
-    return subject, "\n\n".join(paragraphs), trailers
+    subject = f"{edits[0].verb}({environment}): " + "; ".join(edit.summary() for edit in edits)
+    body = "\n\n".join(edit.body() for edit in edits if edit.body())
+    trailers = [trailer for edit in edits for trailer in edit.trailers(mlflow_url)]
+    # One Environment trailer is enough however many pins moved.
+    seen_environment = False
+    unique = []
+    for key, value in trailers:
+        if key == "Environment":
+            if seen_environment:
+                continue
+            seen_environment = True
+        unique.append((key, value))
+    return subject, body, unique
 
 
 @dataclass
 class Promoter:
     config: Config
-    registry: Registry
     toolchain: Toolchain
     remote: str
+    mlflow_url: str = ""
     max_attempts: int = 20
     backoff_seconds: float = 0.2
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = print
 
-    def _apply(self, clone: Path, changes: Sequence[Change]) -> tuple[list[Change], str, list[str]]:
-        """Edit the clone for the changes still needed there: (applied, diff, findings)."""
-        applied: list[Change] = []
+    def _apply(self, clone: Path, edits: Sequence[Edit]) -> tuple[list[Edit], str, list[str]]:
+        """Edit the clone for the edits still needed there: (applied, diff, findings)."""
+        applied: list[Edit] = []
         diffs = []
-        for file in sorted({change.file for change in changes}):
+        for file in sorted({edit.file for edit in edits}):
             path = clone / file
             before = path.read_text(encoding="utf-8") if path.is_file() else ""
             after = before
-            for change in changes:
-                if change.file != file:
-                    continue
-                current = [
-                    p
-                    for p in find_pins(after, file)
-                    if p.kind == "model" and p.follows == f"{change.model}@{change.alias}"
-                ]
-                if current and current[0].value == change.new.version:
-                    continue  # already there (another promoter landed it)
-                after = set_model_version(
-                    after, change.model, change.alias, change.new.version, file
-                )
-                applied.append(change)
+            for edit in edits:
+                if edit.file == file and (edited := edit.apply(after)) is not None:
+                    after = edited
+                    applied.append(edit)
             if after != before:
                 path.write_bytes(after.encode("utf-8"))
                 diffs.append(
@@ -219,9 +300,7 @@ class Promoter:
                 )
         if not applied:
             return [], "", []
-        roots = affected_roots(
-            clone, [change.file for change in applied], self.config.render_exclude
-        )
+        roots = affected_roots(clone, [edit.file for edit in applied], self.config.render_exclude)
         report = validate(clone, self.config, roots, self.toolchain, all_roots=False)
         findings = [
             f"{finding.file}: {finding.resource}: {finding.field}: {finding.message}"
@@ -233,11 +312,9 @@ class Promoter:
         # Full jitter, capped: concurrent promoters spread out instead of colliding again.
         self.sleep(random.uniform(0, min(4.0, self.backoff_seconds * 2**attempt)))
 
-    def promote(
-        self, clone: Path, changes: Sequence[Change], dry_run: bool = False
-    ) -> list[Outcome]:
+    def promote(self, clone: Path, changes: Sequence[Edit], dry_run: bool = False) -> list[Outcome]:
         outcomes = []
-        by_environment: dict[str, list[Change]] = {}
+        by_environment: dict[str, list[Edit]] = {}
         for change in changes:
             by_environment.setdefault(change.environment, []).append(change)
         for environment, environment_changes in by_environment.items():
@@ -258,9 +335,7 @@ class Promoter:
                 )
         return outcomes
 
-    def _commit_to_branch(
-        self, clone: Path, environment: str, changes: Sequence[Change]
-    ) -> Outcome:
+    def _commit_to_branch(self, clone: Path, environment: str, changes: Sequence[Edit]) -> Outcome:
         branch = self.config.promotion.branch
         author = gitops.Author(
             self.config.promotion.author_name, self.config.promotion.author_email
@@ -279,7 +354,7 @@ class Promoter:
                 )
             if not applied:
                 return Outcome(environment, [], "nothing to do: Git already pins these versions")
-            subject, body, trailers = commit_message(environment, applied, self.registry.base_url)
+            subject, body, trailers = commit_message(environment, applied, self.mlflow_url)
             sha = gitops.commit(
                 clone, sorted({c.file for c in applied}), subject, body, trailers, author
             )
@@ -295,10 +370,10 @@ class Promoter:
         )
 
     def _push_promotion_branch(
-        self, clone: Path, policy: EnvironmentPolicy, change: Change
+        self, clone: Path, policy: EnvironmentPolicy, change: Edit
     ) -> Outcome:
         base = self.config.promotion.branch
-        branch = f"mlopsctl/promote/{policy.environment}/{change.model}"
+        branch = f"mlopsctl/{change.verb}/{policy.environment}/{change.key}"
         author = gitops.Author(
             self.config.promotion.author_name, self.config.promotion.author_email
         )
@@ -317,7 +392,7 @@ class Promoter:
                 return Outcome(
                     policy.environment,
                     [],
-                    f"nothing to do: {base} already pins v{change.new.version}",
+                    f"nothing to do: {base} already has {change.summary().split(' -> ')[-1]}",
                 )
             existing = gitops.git(
                 clone, "ls-remote", "origin", f"refs/heads/{branch}"
@@ -331,13 +406,11 @@ class Promoter:
                     return Outcome(
                         policy.environment,
                         applied,
-                        f"branch {branch} already proposes v{change.new.version}",
+                        f"branch {branch} already proposes {change.summary()}",
                         diff=diff,
                         branch=branch,
                     )
-            subject, body, trailers = commit_message(
-                policy.environment, applied, self.registry.base_url
-            )
+            subject, body, trailers = commit_message(policy.environment, applied, self.mlflow_url)
             sha = gitops.commit(clone, [change.file], subject, body, trailers, author)
             # The promotion branch belongs to mlopsctl: it is rebuilt from the base each time.
             gitops.git(clone, "push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}")
@@ -353,6 +426,30 @@ class Promoter:
             gitops.git(clone, "checkout", "--quiet", "--force", base)
 
 
+Planner = Callable[[Path], tuple[Sequence[Edit], list[str], list[str]]]
+
+
+def run_edits(
+    config: Config,
+    toolchain: Toolchain,
+    remote: str,
+    planner: Planner,
+    mlflow_url: str = "",
+    dry_run: bool = False,
+    log: Callable[[str], None] = print,
+    max_attempts: int = 20,
+) -> Report:
+    """Plan edits on a fresh clone of `remote`, then land them; the user's checkout is not read."""
+    with tempfile.TemporaryDirectory(prefix="mlopsctl-") as scratch:
+        clone = gitops.clone(remote, config.promotion.branch, Path(scratch) / "repository")
+        edits, refused, notes = planner(clone)
+        promoter = Promoter(
+            config, toolchain, remote, mlflow_url, max_attempts=max_attempts, log=log
+        )
+        outcomes = promoter.promote(clone, edits, dry_run=dry_run) if edits else []
+    return Report(outcomes, refused, notes)
+
+
 def run(
     config: Config,
     registry: Registry,
@@ -364,9 +461,9 @@ def run(
     log: Callable[[str], None] = print,
     max_attempts: int = 20,
 ) -> Report:
-    """One pass of the loop over a fresh clone of `remote`; the user's checkout is not read."""
-    with tempfile.TemporaryDirectory(prefix="mlopsctl-promote-") as scratch:
-        clone = gitops.clone(remote, config.promotion.branch, Path(scratch) / "repository")
+    """One pass of the sync loop for the model pins matching environment and model."""
+
+    def planner(clone: Path) -> tuple[Sequence[Edit], list[str], list[str]]:
         pins = inventory.model_pins(
             inventory.scan(clone, config.render_exclude), environment, model
         )
@@ -375,7 +472,44 @@ def run(
                 f"no model pin in {remote} matches environment {environment or 'any'} "
                 f"and model {model or 'any'}"
             )
-        changes, refused, notes = plan(pins, registry, config)
-        promoter = Promoter(config, registry, toolchain, remote, max_attempts=max_attempts, log=log)
-        outcomes = promoter.promote(clone, changes, dry_run=dry_run) if changes else []
-    return Report(outcomes, refused, notes)
+        return plan(pins, registry, config)
+
+    return run_edits(
+        config, toolchain, remote, planner, registry.base_url, dry_run, log, max_attempts
+    )
+
+
+def set_image_run(
+    config: Config,
+    toolchain: Toolchain,
+    remote: str,
+    image: str,
+    tag: str | None,
+    digest: str | None,
+    environment: str | None = None,
+    dry_run: bool = False,
+    log: Callable[[str], None] = print,
+    max_attempts: int = 20,
+) -> Report:
+    """Point every marked images: entry for `image` (in one or all environments) at tag/digest."""
+
+    def planner(clone: Path) -> tuple[Sequence[Edit], list[str], list[str]]:
+        pins = [
+            located
+            for located in inventory.scan(clone, config.render_exclude)
+            if located.pin.kind == "image"
+            and located.pin.follows == image
+            and located.environment is not None
+            and (environment is None or located.environment == environment)
+        ]
+        if not pins:
+            raise MlopsctlError(f"no overlay in {remote} has an image pin for {image!r}")
+        edits = [
+            ImageChange(
+                located.environment or "", located.file, image, located.pin.value, tag, digest
+            )
+            for located in pins
+        ]
+        return edits, [], []
+
+    return run_edits(config, toolchain, remote, planner, "", dry_run, log, max_attempts)

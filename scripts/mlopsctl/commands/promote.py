@@ -61,21 +61,22 @@ def run(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         log=lambda line: print(line, file=sys.stderr),
     )
+    return print_report(report, args.dry_run, space.config.promotion.branch)
+
+
+def print_report(report: promotion.Report, dry_run: bool, base: str) -> int:
     for note in report.notes:
         print(note)
     for refusal in report.refused:
         print(refusal)
     for outcome in report.outcomes:
         for change in outcome.changes:
-            print(f"{outcome.environment}: {change.model} v{change.old} -> v{change.new.version}")
+            print(f"{outcome.environment}: {change.summary()}")
         print(f"{outcome.environment}: {outcome.result}")
-        if args.dry_run and outcome.diff:
+        if dry_run and outcome.diff:
             print(outcome.diff, end="")
-        if outcome.branch and not args.dry_run:
-            print(
-                f"{outcome.environment}: open a pull request from {outcome.branch} "
-                f"into {space.config.promotion.branch}"
-            )
+        if outcome.branch and not dry_run:
+            print(f"{outcome.environment}: open a pull request from {outcome.branch} into {base}")
     if not report.outcomes and not report.refused:
-        print("nothing to do: every pin is in step with its alias")
+        print("nothing to do: every pin already has the value asked for")
     return 0 if report.ok else 1

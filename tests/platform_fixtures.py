@@ -1,0 +1,64 @@
+"""This repository's platform committed to a fresh bare remote, with a model name of its own."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def git(directory: Path, *arguments: str) -> str:
+    return subprocess.run(
+        ["git", *arguments], cwd=directory, check=True, capture_output=True, text=True
+    ).stdout
+
+
+_names = itertools.count()
+
+
+@dataclass
+class Platform:
+    checkout: Path
+    remote: Path
+    model: str
+
+    def log(self, branch: str = "main") -> list[str]:
+        return git(self.remote, "log", "--format=%s", branch).splitlines()
+
+    def show(self, path: str, branch: str = "main") -> str:
+        return git(self.remote, "show", f"{branch}:{path}")
+
+    def trailers(self, branch: str = "main") -> dict[str, str]:
+        raw = git(self.remote, "log", "-1", "--format=%(trailers:unfold)", branch)
+        return dict(line.split(": ", 1) for line in raw.strip().splitlines())
+
+    def pin(self, environment: str, branch: str = "main") -> str:
+        text = self.show(f"overlays/{environment}/model-server/kustomization.yaml", branch)
+        return text.split(f"models:/{self.model}/")[1].split()[0]
+
+
+@pytest.fixture
+def platform(platform_copy: Path) -> Platform:
+    """This repository's tree with its own model name, committed to a fresh bare remote."""
+    model = f"iris-{next(_names)}"
+    for environment in ("local", "staging", "production"):
+        path = platform_copy / f"overlays/{environment}/model-server/kustomization.yaml"
+        path.write_text(path.read_text().replace("iris-classifier", model))
+    git(platform_copy, "init", "--quiet", "--initial-branch=main")
+    git(platform_copy, "add", ".")
+    git(
+        platform_copy,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.test",
+        "commit",
+        "-qm",
+        "platform",
+    )
+    remote = platform_copy.parent / "remote.git"
+    git(platform_copy.parent, "clone", "--quiet", "--bare", str(platform_copy), str(remote))
+    return Platform(platform_copy, remote, model)
