@@ -43,6 +43,7 @@ def test_local_gets_one_commit_with_trailers_and_a_second_run_makes_none(
     assert trailers["Model-Version"] == second
     assert trailers["Previous-Version"] == "1"
     assert trailers["Environment"] == "local"
+    assert trailers["Source"] == "cli"
     assert len(trailers["Run-Id"]) == 32
     assert (
         trailers["MLflow-Url"] == f"{mlflow_server.url}/#/models/{platform.model}/versions/{second}"
@@ -250,3 +251,73 @@ def test_a_killed_run_leaves_nothing_half_done(platform, mlflow_server, kill_aft
     landed = [s for s in platform.log() if s.startswith("promote(local)")]
     assert landed == [f"promote(local): {platform.model} v1 -> v{second}"]
     assert platform.pin("local") == second
+
+
+def test_rollback_moves_the_alias_back_and_the_loop_writes_git(cli, platform, mlflow_server):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    assert promote(cli, platform, mlflow_server, "--env", "local").exit_code == 0
+    assert platform.pin("local") == second
+
+    result = cli(
+        "rollback",
+        "--repo",
+        str(platform.checkout),
+        "--remote",
+        str(platform.remote),
+        "--mlflow-uri",
+        mlflow_server.url,
+        "--env",
+        "local",
+        "--model",
+        platform.model,
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert f"moved {platform.model}@challenger to v1 in MLflow (the intent" in result.stdout
+    assert "the next reconcile keeps v1" in result.stdout
+    alias = mlflow_server.client().get_model_version_by_alias(platform.model, "challenger")
+    assert alias.version == "1"
+    assert platform.pin("local") == "1"
+    assert platform.log()[0] == f"promote(local): {platform.model} v{second} -> v1"
+    assert platform.trailers()["Source"] == "rollback"
+    # The reconcile after it agrees with the rollback instead of undoing it.
+    again = promote(cli, platform, mlflow_server, "--env", "local")
+    assert "nothing to do" in again.stdout
+    assert platform.pin("local") == "1"
+
+
+def test_rollback_without_history_asks_for_a_version(cli, platform, mlflow_server):
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    result = cli(
+        "rollback",
+        "--repo",
+        str(platform.checkout),
+        "--remote",
+        str(platform.remote),
+        "--mlflow-uri",
+        mlflow_server.url,
+        "--env",
+        "local",
+        "--model",
+        platform.model,
+    )
+    assert result.exit_code == 2
+    assert "holds no earlier version" in result.stderr
+    assert "pass --to VERSION" in result.stderr
+    bad = cli(
+        "rollback",
+        "--repo",
+        str(platform.checkout),
+        "--remote",
+        str(platform.remote),
+        "--mlflow-uri",
+        mlflow_server.url,
+        "--env",
+        "local",
+        "--model",
+        platform.model,
+        "--to",
+        "1/../../etc",
+    )
+    assert bad.exit_code == 2
+    assert "--to '1/../../etc' is not valid" in bad.stderr

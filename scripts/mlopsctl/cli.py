@@ -7,7 +7,16 @@ import sys
 from collections.abc import Sequence
 
 from mlopsctl import __version__
-from mlopsctl.commands import pins, promote, render, set_image, status, tools, validate
+from mlopsctl.commands import (
+    pins,
+    promote,
+    render,
+    rollback,
+    set_image,
+    status,
+    tools,
+    validate,
+)
 from mlopsctl.errors import MlopsctlError
 
 COMMANDS = {
@@ -18,6 +27,7 @@ COMMANDS = {
     "status": status,
     "promote": promote,
     "set-image": set_image,
+    "rollback": rollback,
 }
 
 

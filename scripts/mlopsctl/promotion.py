@@ -20,7 +20,7 @@ from mlopsctl.config import Config, EnvironmentPolicy
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.gates import refusals
 from mlopsctl.kustomize import discover_roots, kustomization_file, load_kustomization
-from mlopsctl.pins import find_pins, set_image, set_model_version
+from mlopsctl.pins import VERSION, check_field, find_pins, set_image, set_model_version
 from mlopsctl.registry import ModelVersion, Registry
 from mlopsctl.toolchain import Toolchain
 from mlopsctl.validation import validate
@@ -62,6 +62,7 @@ class Change(Edit):
     old_metrics: dict[str, float]
     old_run_id: str
     verb: str = "promote"
+    source: str = "cli"  # what asked for it: cli, rollback, webhook, reconcile
 
     @property
     def key(self) -> str:  # type: ignore[override]
@@ -99,6 +100,7 @@ class Change(Edit):
             ("Model-Version", self.new.version),
             ("Previous-Version", self.old),
             ("Run-Id", self.new.run_id or "unknown"),
+            ("Source", self.source),
             ("Environment", self.environment),
             ("MLflow-Url", f"{mlflow_url}/#/models/{self.model}/versions/{self.new.version}"),
         ]
@@ -167,7 +169,11 @@ class Report:
 
 
 def plan(
-    pins: Sequence[inventory.LocatedPin], registry: Registry, config: Config
+    pins: Sequence[inventory.LocatedPin],
+    registry: Registry,
+    config: Config,
+    source: str = "cli",
+    compare_with_pinned: bool = True,
 ) -> tuple[list[Change], list[str], list[str]]:
     """(changes that pass their gates, refusals, notes) for the given model pins."""
     changes: list[Change] = []
@@ -197,7 +203,9 @@ def plan(
             target,
             metrics,
             signature is not None,
-            old_metrics if old is not None and gates.not_worse_than else None,
+            old_metrics
+            if old is not None and gates.not_worse_than and compare_with_pinned
+            else None,
         )
         if reasons:
             refused.extend(f"{where} -> v{target.version} refused: {reason}" for reason in reasons)
@@ -213,6 +221,7 @@ def plan(
                 metrics,
                 old_metrics,
                 old.run_id if old is not None else "",
+                source=source,
             )
         )
     return changes, refused, notes
@@ -513,3 +522,71 @@ def set_image_run(
         return edits, [], []
 
     return run_edits(config, toolchain, remote, planner, "", dry_run, log, max_attempts)
+
+
+@dataclass
+class Rollback:
+    environment: str
+    model: str
+    alias: str
+    pinned: str
+    target: str
+    report: Report
+
+
+def previous_pin(clone: Path, located: inventory.LocatedPin) -> str | None:
+    """The value this pin had before its current one, from the file's git history."""
+    for revision in gitops.log_of(clone, located.file):
+        text = gitops.file_at(clone, revision, located.file)
+        if text is None:
+            continue
+        values = [
+            pin.value
+            for pin in find_pins(text, located.file)
+            if pin.kind == "model" and pin.follows == located.pin.follows
+        ]
+        if values and values[0] != located.pin.value:
+            return values[0]
+    return None
+
+
+def rollback_run(
+    config: Config,
+    registry: Registry,
+    toolchain: Toolchain,
+    remote: str,
+    environment: str,
+    model: str,
+    to_version: str | None = None,
+    log: Callable[[str], None] = print,
+    max_attempts: int = 20,
+) -> Rollback:
+    """Move the alias `environment` follows back (the intent), then let the loop write Git."""
+    moved: dict[str, str] = {}
+
+    def planner(clone: Path) -> tuple[Sequence[Edit], list[str], list[str]]:
+        pins = inventory.model_pins(
+            inventory.scan(clone, config.render_exclude), environment, model
+        )
+        if len(pins) != 1:
+            raise MlopsctlError(f"expected one pin for {model} in {environment}, found {len(pins)}")
+        located = pins[0]
+        target = to_version or previous_pin(clone, located)
+        if target is None:
+            raise MlopsctlError(
+                f"{located.file}: the git history holds no earlier version of {model} to return "
+                "to; pass --to VERSION"
+            )
+        check_field("--to", target, VERSION)
+        version = registry.version(model, target)
+        if version is None:
+            raise MlopsctlError(f"{model} v{target} does not exist in MLflow")
+        registry.set_alias(model, located.alias, target)
+        moved.update(alias=located.alias, pinned=located.pin.value, target=target)
+        # A rollback goes back on purpose: the "not worse than" comparison does not apply.
+        return plan([located], registry, config, source="rollback", compare_with_pinned=False)
+
+    report = run_edits(
+        config, toolchain, remote, planner, registry.base_url, False, log, max_attempts
+    )
+    return Rollback(environment, model, moved["alias"], moved["pinned"], moved["target"], report)

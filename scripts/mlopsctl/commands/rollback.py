@@ -1,0 +1,57 @@
+"""`mlopsctl rollback --env E --model M [--to VERSION]`: go back by moving the alias.
+
+The alias in MLflow is the intent and the pin in Git the record. Rolling back only in Git would
+be undone by the next reconcile, which follows the alias; so this moves the alias back first
+(by default to the version pinned before, from git history), then promotes as usual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlopsctl import toolchain
+from mlopsctl.commands.common import (
+    add_registry_arguments,
+    add_repository_argument,
+    registry,
+    workspace,
+)
+from mlopsctl.commands.promote import positive_integer, print_report
+from mlopsctl.errors import MlopsctlError
+from mlopsctl.promotion import rollback_run
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("rollback", help="move an alias back and pin what it points at")
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--to", metavar="VERSION", help="default: the version pinned before")
+    parser.add_argument("--remote", help="the git remote (default: from mlopsctl.yaml)")
+    parser.add_argument("--max-attempts", type=positive_integer, default=20)
+    add_registry_arguments(parser)
+    add_repository_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    space = workspace(args)
+    if args.env not in space.config.environments:
+        raise MlopsctlError(f"--env {args.env!r} is not one of {list(space.config.environments)}")
+    client = registry(args)
+    result = rollback_run(
+        space.config,
+        client,
+        toolchain.resolve(space.tools_dir),
+        args.remote or space.config.promotion.remote or space.config.repository_url,
+        args.env,
+        args.model,
+        args.to,
+        log=lambda line: print(line, file=sys.stderr),
+        max_attempts=args.max_attempts,
+    )
+    print(
+        f"moved {result.model}@{result.alias} to v{result.target} in MLflow (the intent; Git "
+        f"pinned v{result.pinned}). Git records what runs, and follows the alias: the next "
+        f"reconcile keeps v{result.target} instead of undoing the rollback."
+    )
+    return print_report(result.report, False, space.config.promotion.branch)
