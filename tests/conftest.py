@@ -15,7 +15,7 @@ import yaml
 from mlopsctl.cli import main
 from mlopsctl.toolchain import TOOLS_DIR_VARIABLE
 
-pytest_plugins = ["tests.mlflow_fixtures", "tests.platform_fixtures"]
+pytest_plugins = ["tests.mlflow_fixtures", "tests.platform_fixtures", "tests.github_standin"]
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TOOLS_DIR = REPOSITORY / ".tools"

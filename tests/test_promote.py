@@ -321,3 +321,42 @@ def test_rollback_without_history_asks_for_a_version(cli, platform, mlflow_serve
     )
     assert bad.exit_code == 2
     assert "--to '1/../../etc' is not valid" in bad.stderr
+
+
+def test_pull_request_is_opened_once_then_updated(
+    cli, platform, mlflow_server, github, monkeypatch
+):
+    from tests.github_standin import REPOSITORY, TOKEN
+
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_API_URL", github.url)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPOSITORY)
+    mlflow_server.register(platform.model, {"accuracy": 0.95})
+    second = mlflow_server.register(platform.model, {"accuracy": 0.96}, alias="challenger")
+    result = promote(cli, platform, mlflow_server, "--env", "staging")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert f"staging: pull request https://github.example.test/{REPOSITORY}/pull/1" in result.stdout
+    [pull] = github.pulls
+    branch = f"mlopsctl/promote/staging/{platform.model}"
+    assert (pull["head"]["ref"], pull["base"]["ref"]) == (branch, "main")
+    assert pull["title"] == f"promote(staging): {platform.model} v1 -> v{second}"
+    assert f"Model-Version: {second}" in pull["body"]
+    assert f"+      - MODEL_URI=models:/{platform.model}/{second}" in pull["body"]
+
+    third = mlflow_server.register(platform.model, {"accuracy": 0.97}, alias="challenger")
+    promote(cli, platform, mlflow_server, "--env", "staging")
+    [pull] = github.pulls  # still one pull request per environment and model
+    assert pull["title"] == f"promote(staging): {platform.model} v1 -> v{third}"
+    assert platform.pin("staging", branch) == third
+    assert [method for method, _path in github.requests] == ["GET", "POST", "GET", "PATCH"]
+
+
+def test_a_wrong_github_token_fails_clearly(cli, platform, mlflow_server, github, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "wrong")
+    monkeypatch.setenv("GITHUB_API_URL", github.url)
+    monkeypatch.setenv("GITHUB_REPOSITORY", "example-org/mlops-platform")
+    mlflow_server.register(platform.model, {"accuracy": 0.95})
+    mlflow_server.register(platform.model, {"accuracy": 0.96}, alias="challenger")
+    result = promote(cli, platform, mlflow_server, "--env", "staging")
+    assert result.exit_code == 4
+    assert "GitHub refused GET /pulls" in result.stderr and "HTTP 401" in result.stderr

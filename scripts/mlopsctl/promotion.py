@@ -19,6 +19,7 @@ from mlopsctl import gitops, inventory
 from mlopsctl.config import Config, EnvironmentPolicy
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.gates import refusals
+from mlopsctl.github import PullRequests
 from mlopsctl.kustomize import discover_roots, kustomization_file, load_kustomization
 from mlopsctl.pins import VERSION, check_field, find_pins, set_image, set_model_version
 from mlopsctl.registry import ModelVersion, Registry
@@ -155,6 +156,7 @@ class Outcome:
     diff: str = ""
     commit: str = ""
     branch: str = ""
+    pull_request: str = ""
 
 
 @dataclass
@@ -279,6 +281,7 @@ class Promoter:
     remote: str
     mlflow_url: str = ""
     max_attempts: int = 20
+    pull_requests: PullRequests | None = None
     backoff_seconds: float = 0.2
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = print
@@ -378,6 +381,14 @@ class Promoter:
             f"{environment}: gave up after {self.max_attempts} pushes rejected by a moving {branch}"
         )
 
+    @staticmethod
+    def _branch_proposes(clone: Path, branch: str, file: str) -> bool:
+        """Whether the remote branch already holds the file exactly as edited here."""
+        if not gitops.git(clone, "ls-remote", "origin", f"refs/heads/{branch}").stdout.split():
+            return False
+        gitops.git(clone, "fetch", "--quiet", "origin", f"refs/heads/{branch}")
+        return gitops.file_at(clone, "FETCH_HEAD", file) == (clone / file).read_text()
+
     def _push_promotion_branch(
         self, clone: Path, policy: EnvironmentPolicy, change: Edit
     ) -> Outcome:
@@ -403,33 +414,32 @@ class Promoter:
                     [],
                     f"nothing to do: {base} already has {change.summary().split(' -> ')[-1]}",
                 )
-            existing = gitops.git(
-                clone, "ls-remote", "origin", f"refs/heads/{branch}"
-            ).stdout.split()
-            if existing:
-                gitops.git(clone, "fetch", "--quiet", "origin", f"refs/heads/{branch}")
-                if (
-                    gitops.file_at(clone, "FETCH_HEAD", change.file)
-                    == (clone / change.file).read_text()
-                ):
-                    return Outcome(
-                        policy.environment,
-                        applied,
-                        f"branch {branch} already proposes {change.summary()}",
-                        diff=diff,
-                        branch=branch,
-                    )
             subject, body, trailers = commit_message(policy.environment, applied, self.mlflow_url)
-            sha = gitops.commit(clone, [change.file], subject, body, trailers, author)
-            # The promotion branch belongs to mlopsctl: it is rebuilt from the base each time.
-            gitops.git(clone, "push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}")
+            if self._branch_proposes(clone, branch, change.file):
+                result = f"branch {branch} already proposes {change.summary()}"
+                sha = ""
+            else:
+                sha = gitops.commit(clone, [change.file], subject, body, trailers, author)
+                # The promotion branch belongs to mlopsctl: it is rebuilt from the base each time.
+                gitops.git(
+                    clone, "push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}"
+                )
+                result = f"pushed {sha[:12]} to branch {branch}"
+            # Also when the branch was already there: a run killed after its push left no PR.
+            pull_request = ""
+            if self.pull_requests is not None:
+                trailer_text = "\n".join(f"{key}: {value}" for key, value in trailers)
+                pull_request = self.pull_requests.open_or_update(
+                    branch, base, subject, f"{body}\n\n{trailer_text}\n\n```diff\n{diff}```\n"
+                )
             return Outcome(
                 policy.environment,
                 applied,
-                f"pushed {sha[:12]} to branch {branch}",
+                result,
                 diff=diff,
                 commit=sha,
                 branch=branch,
+                pull_request=pull_request,
             )
         finally:
             gitops.git(clone, "checkout", "--quiet", "--force", base)
@@ -447,13 +457,20 @@ def run_edits(
     dry_run: bool = False,
     log: Callable[[str], None] = print,
     max_attempts: int = 20,
+    pull_requests: PullRequests | None = None,
 ) -> Report:
     """Plan edits on a fresh clone of `remote`, then land them; the user's checkout is not read."""
     with tempfile.TemporaryDirectory(prefix="mlopsctl-") as scratch:
         clone = gitops.clone(remote, config.promotion.branch, Path(scratch) / "repository")
         edits, refused, notes = planner(clone)
         promoter = Promoter(
-            config, toolchain, remote, mlflow_url, max_attempts=max_attempts, log=log
+            config,
+            toolchain,
+            remote,
+            mlflow_url,
+            max_attempts,
+            pull_requests=pull_requests,
+            log=log,
         )
         outcomes = promoter.promote(clone, edits, dry_run=dry_run) if edits else []
     return Report(outcomes, refused, notes)
@@ -469,6 +486,7 @@ def run(
     dry_run: bool = False,
     log: Callable[[str], None] = print,
     max_attempts: int = 20,
+    pull_requests: PullRequests | None = None,
 ) -> Report:
     """One pass of the sync loop for the model pins matching environment and model."""
 
@@ -484,7 +502,15 @@ def run(
         return plan(pins, registry, config)
 
     return run_edits(
-        config, toolchain, remote, planner, registry.base_url, dry_run, log, max_attempts
+        config,
+        toolchain,
+        remote,
+        planner,
+        registry.base_url,
+        dry_run,
+        log,
+        max_attempts,
+        pull_requests,
     )
 
 
@@ -499,6 +525,7 @@ def set_image_run(
     dry_run: bool = False,
     log: Callable[[str], None] = print,
     max_attempts: int = 20,
+    pull_requests: PullRequests | None = None,
 ) -> Report:
     """Point every marked images: entry for `image` (in one or all environments) at tag/digest."""
 
@@ -521,7 +548,9 @@ def set_image_run(
         ]
         return edits, [], []
 
-    return run_edits(config, toolchain, remote, planner, "", dry_run, log, max_attempts)
+    return run_edits(
+        config, toolchain, remote, planner, "", dry_run, log, max_attempts, pull_requests
+    )
 
 
 @dataclass
@@ -560,6 +589,7 @@ def rollback_run(
     to_version: str | None = None,
     log: Callable[[str], None] = print,
     max_attempts: int = 20,
+    pull_requests: PullRequests | None = None,
 ) -> Rollback:
     """Move the alias `environment` follows back (the intent), then let the loop write Git."""
     moved: dict[str, str] = {}
@@ -587,6 +617,14 @@ def rollback_run(
         return plan([located], registry, config, source="rollback", compare_with_pinned=False)
 
     report = run_edits(
-        config, toolchain, remote, planner, registry.base_url, False, log, max_attempts
+        config,
+        toolchain,
+        remote,
+        planner,
+        registry.base_url,
+        False,
+        log,
+        max_attempts,
+        pull_requests,
     )
     return Rollback(environment, model, moved["alias"], moved["pinned"], moved["target"], report)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mlopsctl.config import Config, find_repository_root, load_config
 from mlopsctl.errors import MlopsctlError
+from mlopsctl.github import PullRequests, repository_slug
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import default_tools_dir
 
@@ -74,3 +75,26 @@ def registry(args: argparse.Namespace) -> MlflowRegistry:
     if not args.mlflow_uri:
         raise MlopsctlError("no MLflow server: pass --mlflow-uri or set MLFLOW_TRACKING_URI")
     return MlflowRegistry(args.mlflow_uri)
+
+
+def pull_requests_from_environment(remote: str) -> PullRequests | None:
+    """GitHub pull requests when $GITHUB_TOKEN is set; None means: push the branch, print the rest.
+
+    $GITHUB_API_URL (GitHub Enterprise) and $GITHUB_REPOSITORY (owner/name, else read from a
+    github.com remote) complete it, as in GitHub Actions.
+    """
+    token = os.environ.get("GITHUB_TOKEN")
+    if not token:
+        return None
+    slug = repository_slug(remote, os.environ.get("GITHUB_REPOSITORY"))
+    if slug is None:
+        raise MlopsctlError(
+            f"GITHUB_TOKEN is set but {remote!r} is not a github.com remote: set GITHUB_REPOSITORY"
+        )
+    return PullRequests(os.environ.get("GITHUB_API_URL", "https://api.github.com"), slug, token)
+
+
+def remote_of(args: argparse.Namespace, space: Workspace) -> str:
+    """--remote, else promotion.remote, else the repository URL Argo CD reads."""
+    remote: str = args.remote or space.config.promotion.remote or space.config.repository_url
+    return remote

@@ -14,7 +14,9 @@ from mlopsctl import promotion, toolchain
 from mlopsctl.commands.common import (
     add_registry_arguments,
     add_repository_argument,
+    pull_requests_from_environment,
     registry,
+    remote_of,
     workspace,
 )
 from mlopsctl.errors import MlopsctlError
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     space = workspace(args)
     if args.env and args.env not in space.config.environments:
         raise MlopsctlError(f"--env {args.env!r} is not one of {list(space.config.environments)}")
-    remote = args.remote or space.config.promotion.remote or space.config.repository_url
+    remote = remote_of(args, space)
     report = promotion.run(
         space.config,
         registry(args),
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         max_attempts=args.max_attempts,
         log=lambda line: print(line, file=sys.stderr),
+        pull_requests=pull_requests_from_environment(remote),
     )
     return print_report(report, args.dry_run, space.config.promotion.branch)
 
@@ -75,7 +78,9 @@ def print_report(report: promotion.Report, dry_run: bool, base: str) -> int:
         print(f"{outcome.environment}: {outcome.result}")
         if dry_run and outcome.diff:
             print(outcome.diff, end="")
-        if outcome.branch and not dry_run:
+        if outcome.pull_request:
+            print(f"{outcome.environment}: pull request {outcome.pull_request}")
+        elif outcome.branch and not dry_run:
             print(f"{outcome.environment}: open a pull request from {outcome.branch} into {base}")
     if not report.outcomes and not report.refused:
         print("nothing to do: every pin already has the value asked for")

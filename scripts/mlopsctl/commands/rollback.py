@@ -14,7 +14,9 @@ from mlopsctl import toolchain
 from mlopsctl.commands.common import (
     add_registry_arguments,
     add_repository_argument,
+    pull_requests_from_environment,
     registry,
+    remote_of,
     workspace,
 )
 from mlopsctl.commands.promote import positive_integer, print_report
@@ -35,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     space = workspace(args)
+    remote = remote_of(args, space)
     if args.env not in space.config.environments:
         raise MlopsctlError(f"--env {args.env!r} is not one of {list(space.config.environments)}")
     client = registry(args)
@@ -42,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
         space.config,
         client,
         toolchain.resolve(space.tools_dir),
-        args.remote or space.config.promotion.remote or space.config.repository_url,
+        remote,
         args.env,
         args.model,
         args.to,
         log=lambda line: print(line, file=sys.stderr),
+        pull_requests=pull_requests_from_environment(remote),
         max_attempts=args.max_attempts,
     )
     print(

@@ -10,7 +10,12 @@ import argparse
 import sys
 
 from mlopsctl import toolchain
-from mlopsctl.commands.common import add_repository_argument, workspace
+from mlopsctl.commands.common import (
+    add_repository_argument,
+    pull_requests_from_environment,
+    remote_of,
+    workspace,
+)
 from mlopsctl.commands.promote import positive_integer, print_report
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.pins import DIGEST, IMAGE_NAME, TAG, check_field
@@ -30,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     space = workspace(args)
+    remote = remote_of(args, space)
     check_field("NAME", args.name, IMAGE_NAME)
     tag: str | None = None
     digest: str | None = None
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     report = set_image_run(
         space.config,
         toolchain.resolve(space.tools_dir),
-        args.remote or space.config.promotion.remote or space.config.repository_url,
+        remote,
         args.name,
         tag,
         digest,
@@ -50,5 +56,6 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         max_attempts=args.max_attempts,
         log=lambda line: print(line, file=sys.stderr),
+        pull_requests=pull_requests_from_environment(remote),
     )
     return print_report(report, args.dry_run, space.config.promotion.branch)

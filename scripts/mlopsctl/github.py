@@ -1,0 +1,80 @@
+"""Pull requests on GitHub, through its REST API: one open PR per promotion branch."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from mlopsctl.errors import MlopsctlError
+
+API_VERSION = "2022-11-28"
+_SLUG = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_REMOTE = re.compile(r"github\.com[:/](?P<slug>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(?:\.git)?/?$")
+
+
+class GitHubError(MlopsctlError):
+    exit_code = 4
+
+
+def repository_slug(remote: str, configured: str | None) -> str | None:
+    """owner/name from configuration, else from a github.com remote URL."""
+    if configured:
+        if not _SLUG.match(configured):
+            raise GitHubError(f"GITHUB_REPOSITORY {configured!r} is not owner/name")
+        return configured
+    match = _REMOTE.search(remote)
+    return match["slug"] if match else None
+
+
+@dataclass(frozen=True)
+class PullRequests:
+    api_url: str
+    repository: str  # owner/name
+    token: str
+    timeout_seconds: float = 15.0
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.api_url.rstrip('/')}/repos/{self.repository}{path}",
+            data=json.dumps(payload).encode() if payload is not None else None,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode("utf-8", "replace")[:300]
+            raise GitHubError(
+                f"GitHub refused {method} {path}: HTTP {error.code}: {detail}"
+            ) from error
+        except (urllib.error.URLError, TimeoutError, ValueError) as error:
+            raise GitHubError(
+                f"GitHub API at {self.api_url} failed for {method} {path}: {error}"
+            ) from error
+
+    def open_or_update(self, branch: str, base: str, title: str, body: str) -> str:
+        """The URL of the one open pull request from `branch`, created or brought up to date."""
+        owner = self.repository.split("/")[0]
+        query = urllib.parse.urlencode({"head": f"{owner}:{branch}", "base": base, "state": "open"})
+        existing = self._call("GET", f"/pulls?{query}")
+        if not isinstance(existing, list):
+            raise GitHubError("GitHub answered the pull request search with something not a list")
+        if existing:
+            number = existing[0]["number"]
+            updated = self._call("PATCH", f"/pulls/{number}", {"title": title, "body": body})
+            return str(updated["html_url"])
+        created = self._call(
+            "POST", "/pulls", {"title": title, "head": branch, "base": base, "body": body}
+        )
+        return str(created["html_url"])

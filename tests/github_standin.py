@@ -1,0 +1,109 @@
+"""A thin stand-in for the three GitHub REST endpoints mlopsctl uses for pull requests.
+
+GitHub cannot be reached from the test machine, so this serves, on loopback, exactly:
+GET /repos/{owner}/{name}/pulls?head=&base=&state=open, POST /repos/{owner}/{name}/pulls and
+PATCH /repos/{owner}/{name}/pulls/{number}, with GitHub's field names, and checks the token.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+TOKEN = "test-token"
+REPOSITORY = "example-org/mlops-platform"
+
+
+@dataclass
+class GitHubStandIn:
+    url: str = ""
+    pulls: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
+    prefix = f"/repos/{REPOSITORY}/pulls"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_args: object) -> None:
+            pass
+
+        def _answer(self, status: int, payload: Any) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _authorised(self) -> bool:
+            state.requests.append((self.command, self.path))
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                self._answer(401, {"message": "Bad credentials"})
+                return False
+            return True
+
+        def _json(self) -> dict[str, Any]:
+            length = int(self.headers.get("Content-Length", "0"))
+            return dict(json.loads(self.rfile.read(length)))
+
+        def do_GET(self) -> None:
+            if not self._authorised():
+                return
+            parsed = urllib.parse.urlparse(self.path)
+            query = dict(urllib.parse.parse_qsl(parsed.query))
+            owner = REPOSITORY.split("/")[0]
+            matching = [
+                pull
+                for pull in state.pulls
+                if f"{owner}:{pull['head']['ref']}" == query.get("head")
+                and pull["base"]["ref"] == query.get("base")
+                and pull["state"] == "open"
+            ]
+            self._answer(200, matching)
+
+        def do_POST(self) -> None:
+            if not self._authorised():
+                return
+            payload = self._json()
+            number = len(state.pulls) + 1
+            pull = {
+                "number": number,
+                "state": "open",
+                "title": payload["title"],
+                "body": payload["body"],
+                "head": {"ref": payload["head"]},
+                "base": {"ref": payload["base"]},
+                "html_url": f"https://github.example.test/{REPOSITORY}/pull/{number}",
+            }
+            state.pulls.append(pull)
+            self._answer(201, pull)
+
+        def do_PATCH(self) -> None:
+            if not self._authorised():
+                return
+            number = int(self.path.removeprefix(prefix + "/"))
+            pull = state.pulls[number - 1]
+            pull.update(self._json())
+            self._answer(200, pull)
+
+    return Handler
+
+
+@pytest.fixture
+def github() -> Iterator[GitHubStandIn]:
+    state = GitHubStandIn()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
