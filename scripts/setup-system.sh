@@ -3,7 +3,7 @@
 # otherwise each missing one is named so a person can install it.
 set -euo pipefail
 
-packages=(git ca-certificates)
+packages=(git ca-certificates postgresql)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -1,0 +1,71 @@
+"""The registry client's behaviour when MLflow is away or answers nonsense."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from mlopsctl.registry import MlflowRegistry, RegistryError
+
+
+def test_an_unreachable_registry_fails_clearly(cli, platform):
+    result = cli(
+        "promote",
+        "--repo",
+        str(platform.checkout),
+        "--remote",
+        str(platform.remote),
+        "--mlflow-uri",
+        "http://127.0.0.1:9",  # the discard port: nothing listens
+    )
+    assert result.exit_code == 3
+    assert "MLflow at http://127.0.0.1:9 is unreachable" in result.stderr
+    assert "after 4 attempts" in result.stderr
+
+
+@pytest.fixture
+def nonsense_server() -> Iterator[str]:
+    """Answers every request with 200 and a body that is not what MLflow sends."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = b"<html>not json</html>" if "alias" in self.path else b'{"model_version": 7}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_answers_that_are_not_mlflows_are_refused(nonsense_server: str):
+    registry = MlflowRegistry(nonsense_server)
+    with pytest.raises(RegistryError, match="invalid JSON"):
+        registry.version_by_alias("m", "champion")
+    with pytest.raises(RegistryError, match="without a usable model_version"):
+        registry.version("m", "1")
+
+
+def test_retries_are_bounded_and_counted():
+    waits: list[float] = []
+    registry = MlflowRegistry("http://127.0.0.1:9", attempts=3, sleep=waits.append)
+    with pytest.raises(RegistryError, match="after 3 attempts"):
+        registry.version("m", "1")
+    assert registry.calls == 3
+    assert len(waits) == 2  # no wait after the last attempt
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "127.0.0.1:5000", "databricks"])
+def test_a_tracking_uri_that_is_not_http_is_refused(uri: str):
+    with pytest.raises(RegistryError, match="is not an http"):
+        MlflowRegistry(uri)
