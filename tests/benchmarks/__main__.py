@@ -1,72 +1,16 @@
-"""`make bench`: mlopsctl validate over every root, next to the raw kustomize loop.
-
-Both are measured in this run on this machine, alternating, so the ratio compares like with
-like. Target (issue 2): validate takes at most 1.3 times the raw loop.
-"""
+"""`make bench`: every benchmark, each printing figures next to a floor measured in the same run."""
 
 from __future__ import annotations
 
-import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.config import load_config
-
-REPOSITORY = Path(__file__).resolve().parents[2]
-ROUNDS = 5
-TARGET_RATIO = 1.3
-
-
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
-
-
-def raw_loop(kubectl: Path, roots: list[str]) -> float:
-    started = time.perf_counter()
-    for root in roots:
-        subprocess.run(
-            [str(kubectl), "kustomize", str(REPOSITORY / root)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    return time.perf_counter() - started
+from tests.benchmarks import promotion, validate
 
 
 def main() -> int:
-    config = load_config(REPOSITORY)
-    tools_dir = toolchain.default_tools_dir(REPOSITORY)
-    roots = [
-        root
-        for root in kustomize.discover_roots(REPOSITORY, config.render_exclude)
-        if not kustomize.network_needs(REPOSITORY / root)
-    ]
-    mlopsctl = Path(sys.executable).parent / "mlopsctl"
-    validate_command = [str(mlopsctl), "validate", "--repo", str(REPOSITORY)]
-    timed(validate_command)  # warm the page cache and Python's bytecode cache
-    validate_times, loop_times = [], []
-    for _ in range(ROUNDS):
-        validate_times.append(timed(validate_command))
-        loop_times.append(raw_loop(tools_dir / "bin" / "kubectl", roots))
-    validate_median = statistics.median(validate_times)
-    loop_median = statistics.median(loop_times)
-    ratio = validate_median / loop_median
-    print(f"roots rendered offline: {len(roots)}; rounds: {ROUNDS}")
-    print(
-        f"raw `kubectl kustomize` loop (serial): median {loop_median:.2f} s  "
-        f"(min {min(loop_times):.2f}, max {max(loop_times):.2f})"
-    )
-    print(
-        f"mlopsctl validate (render + checks):   median {validate_median:.2f} s  "
-        f"(min {min(validate_times):.2f}, max {max(validate_times):.2f})"
-    )
-    verdict = "within" if ratio <= TARGET_RATIO else "OVER"
-    print(f"ratio validate / raw loop: {ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
+    for benchmark in (validate, promotion):
+        print(f"== {benchmark.__name__.rsplit('.', 1)[-1]} ==", flush=True)
+        benchmark.main()
     return 0
 
 

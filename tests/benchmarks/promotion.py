@@ -1,0 +1,177 @@
+"""Promotion latency (alias set -> commit on the remote) and `status` at scale.
+
+Runs a real MLflow server (sqlite) and a real bare remote. The floor, measured in the same run,
+is what any promotion has to pay: one `git commit` + `git push`, and one render of the overlay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.mlflow_fixtures import MlflowServer, start_server, stop_server
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+PROMOTIONS = 30
+STATUS_MODELS = 200
+MLOPSCTL = str(Path(sys.executable).parent / "mlopsctl")
+KUBECTL = str(REPOSITORY / ".tools" / "bin" / "kubectl")
+
+
+def run(*command: str, cwd: Path | None = None) -> str:
+    return subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def platform_remote(scratch: Path) -> tuple[Path, Path]:
+    checkout = scratch / "checkout"
+    run("git", "clone", "--quiet", str(REPOSITORY), str(checkout))
+    remote = scratch / "remote.git"
+    run("git", "clone", "--quiet", "--bare", str(checkout), str(remote))
+    return checkout, remote
+
+
+def promotion_latency(server: MlflowServer, scratch: Path) -> None:
+    checkout, remote = platform_remote(scratch)
+    client = server.client()
+    with contextlib.redirect_stdout(io.StringIO()):
+        server.register("iris-classifier", {"accuracy": 0.9})
+    latencies = []
+    for _ in range(PROMOTIONS):
+        with contextlib.redirect_stdout(io.StringIO()):
+            version = server.register("iris-classifier", {"accuracy": 0.9})
+        started = time.perf_counter()
+        client.set_registered_model_alias("iris-classifier", "challenger", version)
+        run(
+            MLOPSCTL,
+            "promote",
+            "--repo",
+            str(checkout),
+            "--remote",
+            str(remote),
+            "--mlflow-uri",
+            server.url,
+            "--env",
+            "local",
+        )
+        latencies.append(time.perf_counter() - started)
+        subject = run("git", "log", "-1", "--format=%s", "main", cwd=remote).strip()
+        assert subject.endswith(f"-> v{version}"), subject
+
+    floor_clone = scratch / "floor"
+    run("git", "clone", "--quiet", str(remote), str(floor_clone))
+    floors = []
+    overlay = floor_clone / "overlays/local/model-server"
+    for index in range(PROMOTIONS):
+        started = time.perf_counter()
+        (floor_clone / "floor.txt").write_text(str(index))
+        run("git", "add", "floor.txt", cwd=floor_clone)
+        run(
+            "git",
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@example.test",
+            "commit",
+            "-qm",
+            "floor",
+            cwd=floor_clone,
+        )
+        run("git", "push", "--quiet", "origin", "HEAD:main", cwd=floor_clone)
+        run(KUBECTL, "kustomize", str(overlay))
+        floors.append(time.perf_counter() - started)
+    p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+    floor = statistics.median(floors)
+    print(f"promotions: {PROMOTIONS}, alias set -> commit on the remote (`mlopsctl promote` each)")
+    print(f"  latency p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+    print(f"  floor (git commit + push + render of the overlay) median {floor * 1000:.0f} ms")
+    print(f"  ratio p50 / floor: {p50 / floor:.1f}x")
+
+
+def status_at_scale(server: MlflowServer, scratch: Path) -> None:
+    repository = scratch / "status"
+    (repository / "overlays").mkdir(parents=True)
+    (repository / "mlopsctl.yaml").write_text(
+        "repository:\n  url: https://example.test/p.git\n"
+        "environments: [local, staging, production]\n"
+        'kubernetesVersion: "1.35"\n'
+    )
+    models = [f"bench-{index:03d}" for index in range(STATUS_MODELS)]
+    for environment, alias in (
+        ("local", "challenger"),
+        ("staging", "challenger"),
+        ("production", "champion"),
+    ):
+        literals = "".join(
+            f"      # mlopsctl: model {model}@{alias}\n      - M{index}=models:/{model}/1\n"
+            for index, model in enumerate(models)
+        )
+        directory = repository / f"overlays/{environment}/models"
+        directory.mkdir(parents=True)
+        (directory / "kustomization.yaml").write_text(
+            f"configMapGenerator:\n  - name: pins\n    literals:\n{literals}"
+        )
+    client = server.client()
+    with contextlib.redirect_stdout(io.StringIO()):
+        for model in models:
+            version = server.register(model, {"accuracy": 0.9}, alias="challenger")
+            client.set_registered_model_alias(model, "champion", version)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [
+            MLOPSCTL,
+            "status",
+            "--repo",
+            str(repository),
+            "--mlflow-uri",
+            server.url,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    report = json.loads(completed.stdout)
+    print(
+        f"status: {STATUS_MODELS} models x 3 environments = {len(report['pins'])} pins "
+        f"in {elapsed:.2f} s, {report['registry_calls']} registry calls "
+        f"(one per model and alias; pins sharing an alias share its answer)"
+    )
+
+
+def main() -> int:
+    # MLflow prints a line per run and logs a line per version; the figures are what matter.
+    logging.disable(logging.INFO)
+    scratch = Path(tempfile.mkdtemp(prefix="mlopsctl-bench-"))
+    os.environ.setdefault("MLOPSCTL_TOOLS_DIR", str(REPOSITORY / ".tools"))
+    server = start_server(scratch, f"sqlite:///{scratch / 'mlflow.db'}")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as chatter:
+            server.register("warm-up", {"accuracy": 0.9})
+        del chatter
+        promotion_latency(server, scratch)
+        status_at_scale(server, scratch)
+    finally:
+        stop_server(server)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
