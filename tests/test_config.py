@@ -21,6 +21,25 @@ def test_the_repository_config_loads():
         (MINIMAL_CONFIG + "colour: blue\n", "'colour' was unexpected"),
         (MINIMAL_CONFIG.replace("[local]", "[Local]"), "environments.0"),
         (MINIMAL_CONFIG + "validate:\n  skipSchemas:\n    - kind: Foo\n", "validate.skipSchemas.0"),
+        (
+            MINIMAL_CONFIG + "promotion:\n  environments:\n    local: {mode: merge}\n",
+            "promotion.environments.local.mode: 'merge' is not one of ['commit', 'pull-request']",
+        ),
+        (
+            MINIMAL_CONFIG + "promotion:\n  environments:\n    local: {mode: commit}\n"
+            "    qa: {mode: commit}\n",
+            "promotion.environments.qa: not one of the environments",
+        ),
+        (
+            MINIMAL_CONFIG.replace("[local]", "[local, staging]")
+            + "promotion:\n  environments:\n    local: {mode: commit}\n",
+            "promotion.environments: no policy for 'staging'",
+        ),
+        (
+            MINIMAL_CONFIG + "promotion:\n  environments:\n    local:\n      mode: commit\n"
+            "      gates: {minMetrics: {accuracy: high}}\n",
+            "promotion.environments.local.gates.minMetrics.accuracy",
+        ),
     ],
 )
 def test_bad_config_names_file_and_field(tmp_path: Path, text: str, expected: str):

@@ -348,3 +348,18 @@ def test_a_wrong_github_token_fails_clearly(cli, platform, mlflow_server, github
     result = promote(cli, platform, mlflow_server, "--env", "staging")
     assert result.exit_code == 4
     assert "GitHub refused GET /pulls" in result.stderr and "HTTP 401" in result.stderr
+
+
+def test_a_branch_that_keeps_moving_is_given_up_clearly(cli, platform, mlflow_server, monkeypatch):
+    from mlopsctl import gitops
+
+    # Every push is rejected as if another promoter always got there first.
+    monkeypatch.setattr(gitops, "push", lambda *_args, **_kwargs: False)
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    before = platform.log()
+    result = promote(cli, platform, mlflow_server, "--env", "local", "--max-attempts", "3")
+    assert result.exit_code == 4
+    assert "local: gave up after 3 pushes rejected by a moving main" in result.stderr
+    assert result.stderr.count("replaying the edit on its new head") == 3
+    assert platform.log() == before
