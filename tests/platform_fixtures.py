@@ -6,6 +6,7 @@ import itertools
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,19 @@ class Platform:
     def trailers(self, branch: str = "main") -> dict[str, str]:
         raw = git(self.remote, "log", "-1", "--format=%(trailers:unfold)", branch)
         return dict(line.split(": ", 1) for line in raw.strip().splitlines())
+
+    def command(self, cli: Any, name: str, mlflow_url: str, *extra: str) -> Any:
+        """`mlopsctl NAME` against this checkout, remote and MLflow, through main()."""
+        return cli(
+            name,
+            "--repo",
+            str(self.checkout),
+            "--remote",
+            str(self.remote),
+            "--mlflow-uri",
+            mlflow_url,
+            *extra,
+        )
 
     def pin(self, environment: str, branch: str = "main") -> str:
         text = self.show(f"overlays/{environment}/model-server/kustomization.yaml", branch)

@@ -151,7 +151,7 @@ def test_two_pins_following_the_same_alias_are_ambiguous():
         "# mlopsctl: model m@champion\n- A=models:/m/1\n"
         "# mlopsctl: model m@champion\n- B=models:/m/2\n"
     )
-    with pytest.raises(PinError, match="expected one pin following m@champion, found 2"):
+    with pytest.raises(PinError, match="expected one model pin following m@champion, found 2"):
         set_model_version(text, "m", "champion", "3")
 
 

@@ -19,16 +19,7 @@ pytestmark = pytest.mark.parametrize("mlflow_server", ["sqlite", "postgresql"], 
 
 
 def promote(cli, platform: Platform, server: MlflowServer, *extra: str):
-    return cli(
-        "promote",
-        "--repo",
-        str(platform.checkout),
-        "--remote",
-        str(platform.remote),
-        "--mlflow-uri",
-        server.url,
-        *extra,
-    )
+    return platform.command(cli, "promote", server.url, *extra)
 
 
 def test_local_gets_one_commit_with_trailers_and_a_second_run_makes_none(
@@ -247,18 +238,8 @@ def test_rollback_moves_the_alias_back_and_the_loop_writes_git(cli, platform, ml
     assert promote(cli, platform, mlflow_server, "--env", "local").exit_code == 0
     assert platform.pin("local") == second
 
-    result = cli(
-        "rollback",
-        "--repo",
-        str(platform.checkout),
-        "--remote",
-        str(platform.remote),
-        "--mlflow-uri",
-        mlflow_server.url,
-        "--env",
-        "local",
-        "--model",
-        platform.model,
+    result = platform.command(
+        cli, "rollback", mlflow_server.url, "--env", "local", "--model", platform.model
     )
     assert result.exit_code == 0, result.stdout + result.stderr
     assert f"moved {platform.model}@challenger to v1 in MLflow (the intent" in result.stdout
@@ -276,29 +257,15 @@ def test_rollback_moves_the_alias_back_and_the_loop_writes_git(cli, platform, ml
 
 def test_rollback_without_history_asks_for_a_version(cli, platform, mlflow_server):
     mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
-    result = cli(
-        "rollback",
-        "--repo",
-        str(platform.checkout),
-        "--remote",
-        str(platform.remote),
-        "--mlflow-uri",
-        mlflow_server.url,
-        "--env",
-        "local",
-        "--model",
-        platform.model,
+    result = platform.command(
+        cli, "rollback", mlflow_server.url, "--env", "local", "--model", platform.model
     )
     assert result.exit_code == 2
     assert "holds no earlier version" in result.stderr
     assert "pass --to VERSION" in result.stderr
-    bad = cli(
+    bad = platform.command(
+        cli,
         "rollback",
-        "--repo",
-        str(platform.checkout),
-        "--remote",
-        str(platform.remote),
-        "--mlflow-uri",
         mlflow_server.url,
         "--env",
         "local",

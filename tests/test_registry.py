@@ -12,15 +12,8 @@ from mlopsctl.registry import MlflowRegistry, RegistryError
 
 
 def test_an_unreachable_registry_fails_clearly(cli, platform):
-    result = cli(
-        "promote",
-        "--repo",
-        str(platform.checkout),
-        "--remote",
-        str(platform.remote),
-        "--mlflow-uri",
-        "http://127.0.0.1:9",  # the discard port: nothing listens
-    )
+    # The discard port: nothing listens there.
+    result = platform.command(cli, "promote", "http://127.0.0.1:9")
     assert result.exit_code == 3
     assert "MLflow at http://127.0.0.1:9 is unreachable" in result.stderr
     assert "after 4 attempts" in result.stderr

@@ -176,17 +176,21 @@ def find_pins(text: str, path: str = "<text>") -> list[Pin]:
     return pins
 
 
+def _the_one_pin(text: str, kind: str, follows: str, path: str) -> Pin:
+    matching = [pin for pin in find_pins(text, path) if pin.kind == kind and pin.follows == follows]
+    if len(matching) != 1:
+        raise PinError(
+            f"{path}: expected one {kind} pin following {follows}, found {len(matching)}"
+        )
+    return matching[0]
+
+
 def set_model_version(text: str, model: str, alias: str, version: str, path: str = "<text>") -> str:
     """The text with the version of the one pin that follows model@alias set to `version`."""
     check_field("version", version, VERSION)
-    follows = f"{model}@{alias}"
-    matching = [
-        pin for pin in find_pins(text, path) if pin.kind == "model" and pin.follows == follows
-    ]
-    if len(matching) != 1:
-        raise PinError(f"{path}: expected one pin following {follows}, found {len(matching)}")
+    pin = _the_one_pin(text, "model", f"{model}@{alias}", path)
     lines = text.splitlines(keepends=True)
-    index = matching[0].value_line - 1
+    index = pin.value_line - 1
     start, end = _model_value_span(lines[index], model) or (0, 0)
     lines[index] = lines[index][:start] + version + lines[index][end:]
     return "".join(lines)
@@ -206,13 +210,9 @@ def set_image(
         check_field("tag", tag, TAG)
     if digest is not None:
         check_field("digest", digest, DIGEST)
-    matching = [
-        pin for pin in find_pins(text, path) if pin.kind == "image" and pin.follows == image
-    ]
-    if len(matching) != 1:
-        raise PinError(f"{path}: expected one pin for image {image!r}, found {len(matching)}")
+    pin = _the_one_pin(text, "image", image, path)
     lines = text.splitlines(keepends=True)
-    marker_index = matching[0].marker_line - 1
+    marker_index = pin.marker_line - 1
     target = _next_content_line(lines, marker_index + 1)
     assert target is not None  # find_pins resolved it
     entry = _image_entry(lines, target)

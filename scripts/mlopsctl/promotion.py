@@ -448,16 +448,23 @@ class Promoter:
 Planner = Callable[[Path], tuple[Sequence[Edit], list[str], list[str]]]
 
 
+@dataclass(frozen=True)
+class Landing:
+    """How edits land: for real or as a dry run, with what patience, and where PRs are opened."""
+
+    dry_run: bool = False
+    max_attempts: int = 20
+    pull_requests: PullRequests | None = None
+    log: Callable[[str], None] = print
+
+
 def run_edits(
     config: Config,
     toolchain: Toolchain,
     remote: str,
     planner: Planner,
+    landing: Landing,
     mlflow_url: str = "",
-    dry_run: bool = False,
-    log: Callable[[str], None] = print,
-    max_attempts: int = 20,
-    pull_requests: PullRequests | None = None,
 ) -> Report:
     """Plan edits on a fresh clone of `remote`, then land them; the user's checkout is not read."""
     with tempfile.TemporaryDirectory(prefix="mlopsctl-") as scratch:
@@ -468,11 +475,11 @@ def run_edits(
             toolchain,
             remote,
             mlflow_url,
-            max_attempts,
-            pull_requests=pull_requests,
-            log=log,
+            landing.max_attempts,
+            pull_requests=landing.pull_requests,
+            log=landing.log,
         )
-        outcomes = promoter.promote(clone, edits, dry_run=dry_run) if edits else []
+        outcomes = promoter.promote(clone, edits, dry_run=landing.dry_run) if edits else []
     return Report(outcomes, refused, notes)
 
 
@@ -481,12 +488,9 @@ def run(
     registry: Registry,
     toolchain: Toolchain,
     remote: str,
+    landing: Landing,
     environment: str | None = None,
     model: str | None = None,
-    dry_run: bool = False,
-    log: Callable[[str], None] = print,
-    max_attempts: int = 20,
-    pull_requests: PullRequests | None = None,
 ) -> Report:
     """One pass of the sync loop for the model pins matching environment and model."""
 
@@ -501,31 +505,18 @@ def run(
             )
         return plan(pins, registry, config)
 
-    return run_edits(
-        config,
-        toolchain,
-        remote,
-        planner,
-        registry.base_url,
-        dry_run,
-        log,
-        max_attempts,
-        pull_requests,
-    )
+    return run_edits(config, toolchain, remote, planner, landing, registry.base_url)
 
 
 def set_image_run(
     config: Config,
     toolchain: Toolchain,
     remote: str,
+    landing: Landing,
     image: str,
     tag: str | None,
     digest: str | None,
     environment: str | None = None,
-    dry_run: bool = False,
-    log: Callable[[str], None] = print,
-    max_attempts: int = 20,
-    pull_requests: PullRequests | None = None,
 ) -> Report:
     """Point every marked images: entry for `image` (in one or all environments) at tag/digest."""
 
@@ -548,9 +539,7 @@ def set_image_run(
         ]
         return edits, [], []
 
-    return run_edits(
-        config, toolchain, remote, planner, "", dry_run, log, max_attempts, pull_requests
-    )
+    return run_edits(config, toolchain, remote, planner, landing)
 
 
 @dataclass
@@ -584,12 +573,10 @@ def rollback_run(
     registry: Registry,
     toolchain: Toolchain,
     remote: str,
+    landing: Landing,
     environment: str,
     model: str,
     to_version: str | None = None,
-    log: Callable[[str], None] = print,
-    max_attempts: int = 20,
-    pull_requests: PullRequests | None = None,
 ) -> Rollback:
     """Move the alias `environment` follows back (the intent), then let the loop write Git."""
     moved: dict[str, str] = {}
@@ -616,15 +603,5 @@ def rollback_run(
         # A rollback goes back on purpose: the "not worse than" comparison does not apply.
         return plan([located], registry, config, source="rollback", compare_with_pinned=False)
 
-    report = run_edits(
-        config,
-        toolchain,
-        remote,
-        planner,
-        registry.base_url,
-        False,
-        log,
-        max_attempts,
-        pull_requests,
-    )
+    report = run_edits(config, toolchain, remote, planner, landing, registry.base_url)
     return Rollback(environment, model, moved["alias"], moved["pinned"], moved["target"], report)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlopsctl.config import Config, find_repository_root, load_config
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.github import PullRequests, repository_slug
+from mlopsctl.promotion import Landing
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import default_tools_dir
 
@@ -98,3 +100,35 @@ def remote_of(args: argparse.Namespace, space: Workspace) -> str:
     """--remote, else promotion.remote, else the repository URL Argo CD reads."""
     remote: str = args.remote or space.config.promotion.remote or space.config.repository_url
     return remote
+
+
+def add_landing_arguments(parser: argparse.ArgumentParser, dry_run: bool = True) -> None:
+    parser.add_argument(
+        "--remote", help="the git remote to clone and push (default: from mlopsctl.yaml)"
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=positive_integer,
+        default=20,
+        help="pushes to try when the branch keeps moving (default: 20)",
+    )
+    if dry_run:
+        parser.add_argument(
+            "--dry-run", action="store_true", help="print the plan and the diff only"
+        )
+
+
+def positive_integer(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def landing(args: argparse.Namespace, remote: str) -> Landing:
+    return Landing(
+        dry_run=getattr(args, "dry_run", False),
+        max_attempts=args.max_attempts,
+        pull_requests=pull_requests_from_environment(remote),
+        log=lambda line: print(line, file=sys.stderr),
+    )

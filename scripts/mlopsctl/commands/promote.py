@@ -8,13 +8,13 @@ nothing to do), 1 something was refused or did not validate, 2 usage, 3 registry
 from __future__ import annotations
 
 import argparse
-import sys
 
 from mlopsctl import promotion, toolchain
 from mlopsctl.commands.common import (
+    add_landing_arguments,
     add_registry_arguments,
     add_repository_argument,
-    pull_requests_from_environment,
+    landing,
     registry,
     remote_of,
     workspace,
@@ -22,27 +22,11 @@ from mlopsctl.commands.common import (
 from mlopsctl.errors import MlopsctlError
 
 
-def positive_integer(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("promote", help="bring the model pins in step with MLflow")
     parser.add_argument("--env", help="only this environment")
     parser.add_argument("--model", help="only this registered model")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and the diff only")
-    parser.add_argument(
-        "--remote", help="the git remote to clone and push (default: from mlopsctl.yaml)"
-    )
-    parser.add_argument(
-        "--max-attempts",
-        type=positive_integer,
-        default=20,
-        help="pushes to try when the branch keeps moving (default: 20)",
-    )
+    add_landing_arguments(parser)
     add_registry_arguments(parser)
     add_repository_argument(parser)
 
@@ -57,12 +41,9 @@ def run(args: argparse.Namespace) -> int:
         registry(args),
         toolchain.resolve(space.tools_dir),
         remote,
+        landing(args, remote),
         environment=args.env,
         model=args.model,
-        dry_run=args.dry_run,
-        max_attempts=args.max_attempts,
-        log=lambda line: print(line, file=sys.stderr),
-        pull_requests=pull_requests_from_environment(remote),
     )
     return print_report(report, args.dry_run, space.config.promotion.branch)
 

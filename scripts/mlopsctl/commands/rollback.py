@@ -8,18 +8,18 @@ be undone by the next reconcile, which follows the alias; so this moves the alia
 from __future__ import annotations
 
 import argparse
-import sys
 
 from mlopsctl import toolchain
 from mlopsctl.commands.common import (
+    add_landing_arguments,
     add_registry_arguments,
     add_repository_argument,
-    pull_requests_from_environment,
+    landing,
     registry,
     remote_of,
     workspace,
 )
-from mlopsctl.commands.promote import positive_integer, print_report
+from mlopsctl.commands.promote import print_report
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.promotion import rollback_run
 
@@ -29,29 +29,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--env", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--to", metavar="VERSION", help="default: the version pinned before")
-    parser.add_argument("--remote", help="the git remote (default: from mlopsctl.yaml)")
-    parser.add_argument("--max-attempts", type=positive_integer, default=20)
+    add_landing_arguments(parser, dry_run=False)
     add_registry_arguments(parser)
     add_repository_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     space = workspace(args)
-    remote = remote_of(args, space)
     if args.env not in space.config.environments:
         raise MlopsctlError(f"--env {args.env!r} is not one of {list(space.config.environments)}")
-    client = registry(args)
+    remote = remote_of(args, space)
     result = rollback_run(
         space.config,
-        client,
+        registry(args),
         toolchain.resolve(space.tools_dir),
         remote,
+        landing(args, remote),
         args.env,
         args.model,
         args.to,
-        log=lambda line: print(line, file=sys.stderr),
-        pull_requests=pull_requests_from_environment(remote),
-        max_attempts=args.max_attempts,
     )
     print(
         f"moved {result.model}@{result.alias} to v{result.target} in MLflow (the intent; Git "
