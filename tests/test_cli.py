@@ -33,3 +33,14 @@ def test_root_argument_without_kustomization_is_refused(cli, tmp_path: Path):
     result = cli("render", "--repo", str(repository), str(repository / "empty"))
     assert result.exit_code == 2
     assert "no kustomization.yaml" in result.stderr
+
+
+def test_an_unknown_environment_is_refused_before_anything_runs(cli):
+    from tests.conftest import REPOSITORY
+
+    for command in ("status", "promote"):
+        result = cli(
+            command, "--repo", str(REPOSITORY), "--env", "qa", "--mlflow-uri", "http://127.0.0.1:9"
+        )
+        assert result.exit_code == 2
+        assert "--env 'qa' is not one of ['local', 'staging', 'production']" in result.stderr

@@ -132,3 +132,11 @@ def landing(args: argparse.Namespace, remote: str) -> Landing:
         pull_requests=pull_requests_from_environment(remote),
         log=lambda line: print(line, file=sys.stderr),
     )
+
+
+def check_environment(space: Workspace, environment: str | None) -> str | None:
+    if environment is not None and environment not in space.config.environments:
+        raise MlopsctlError(
+            f"--env {environment!r} is not one of {list(space.config.environments)}"
+        )
+    return environment

@@ -14,12 +14,12 @@ from mlopsctl.commands.common import (
     add_landing_arguments,
     add_registry_arguments,
     add_repository_argument,
+    check_environment,
     landing,
     registry,
     remote_of,
     workspace,
 )
-from mlopsctl.errors import MlopsctlError
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,8 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     space = workspace(args)
-    if args.env and args.env not in space.config.environments:
-        raise MlopsctlError(f"--env {args.env!r} is not one of {list(space.config.environments)}")
+    check_environment(space, args.env)
     remote = remote_of(args, space)
     report = promotion.run(
         space.config,

@@ -14,13 +14,13 @@ from mlopsctl.commands.common import (
     add_landing_arguments,
     add_registry_arguments,
     add_repository_argument,
+    check_environment,
     landing,
     registry,
     remote_of,
     workspace,
 )
 from mlopsctl.commands.promote import print_report
-from mlopsctl.errors import MlopsctlError
 from mlopsctl.promotion import rollback_run
 
 
@@ -36,8 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     space = workspace(args)
-    if args.env not in space.config.environments:
-        raise MlopsctlError(f"--env {args.env!r} is not one of {list(space.config.environments)}")
+    check_environment(space, args.env)
     remote = remote_of(args, space)
     result = rollback_run(
         space.config,

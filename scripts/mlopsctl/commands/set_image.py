@@ -12,12 +12,12 @@ from mlopsctl import toolchain
 from mlopsctl.commands.common import (
     add_landing_arguments,
     add_repository_argument,
+    check_environment,
     landing,
     remote_of,
     workspace,
 )
 from mlopsctl.commands.promote import print_report
-from mlopsctl.errors import MlopsctlError
 from mlopsctl.pins import DIGEST, IMAGE_NAME, TAG, check_field
 from mlopsctl.promotion import set_image_run
 
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
         digest = check_field("DIGEST", args.version[1:], DIGEST)
     else:
         tag = check_field("TAG", args.version, TAG)
-    if args.env and args.env not in space.config.environments:
-        raise MlopsctlError(f"--env {args.env!r} is not one of {list(space.config.environments)}")
+    check_environment(space, args.env)
     remote = remote_of(args, space)
     report = set_image_run(
         space.config,

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 
 from mlopsctl import inventory
 from mlopsctl.commands.common import (
     add_registry_arguments,
     add_repository_argument,
+    check_environment,
     print_table,
     registry,
     workspace,
@@ -31,12 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     space = workspace(args)
-    if args.env and args.env not in space.config.environments:
-        print(
-            f"mlopsctl: error: --env {args.env!r} is not one of {list(space.config.environments)}",
-            file=sys.stderr,
-        )
-        return 2
+    check_environment(space, args.env)
     client = registry(args)
     pins = inventory.model_pins(
         inventory.scan(space.repository, space.config.render_exclude), args.env
