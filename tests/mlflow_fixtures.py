@@ -108,8 +108,18 @@ class MlflowServer:
         engine.dispose()
 
 
-def start_server(directory: Path, backend_uri: str) -> MlflowServer:
-    port = free_port()
+# Webhooks to a receiver on loopback, as DESIGN.md says; the short cache TTL lets a webhook
+# registered by a test take effect within a second instead of a minute.
+WEBHOOK_ENVIRONMENT = {
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": "x8lB6m7fXhq2Wc4Ka9v5S1zQe3T0rYuIoPdFgHjKlZc=",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+}
+
+
+def start_server(directory: Path, backend_uri: str, port: int | None = None) -> MlflowServer:
+    port = port or free_port()
     log = directory / "mlflow-server.log"
     command = [
         str(Path(sys.executable).parent / "mlflow"),
@@ -126,7 +136,12 @@ def start_server(directory: Path, backend_uri: str) -> MlflowServer:
         "--workers",
         "1",
     ]
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **WEBHOOK_ENVIRONMENT},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:

@@ -12,10 +12,12 @@ from mlopsctl.commands import (
     promote,
     render,
     rollback,
+    serve,
     set_image,
     status,
     tools,
     validate,
+    webhook,
 )
 from mlopsctl.errors import MlopsctlError
 
@@ -28,6 +30,8 @@ COMMANDS = {
     "promote": promote,
     "set-image": set_image,
     "rollback": rollback,
+    "serve": serve,
+    "webhook": webhook,
 }
 
 

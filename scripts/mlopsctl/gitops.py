@@ -6,7 +6,9 @@ directory, and the only state it leaves is what a push lands on the remote, atom
 
 from __future__ import annotations
 
+import base64
 import os
+import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +32,48 @@ _QUIET_ENVIRONMENT = {
 }
 
 
+# Credentials for the remote, set once by the service (never written to disk or to the URL).
+_CREDENTIALS: dict[str, str] = {}
+
+
+def use_credentials(
+    token: str | None = None, ssh_key_file: str | None = None, known_hosts_file: str | None = None
+) -> None:
+    """Authenticate git to the remote: a token for HTTPS, or an SSH key file."""
+    _CREDENTIALS.clear()
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        _CREDENTIALS.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0="http.extraHeader",
+            GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+        )
+    if ssh_key_file:
+        command = f"ssh -i {shlex.quote(ssh_key_file)} -o IdentitiesOnly=yes -o BatchMode=yes"
+        if known_hosts_file:
+            known_hosts = shlex.quote(known_hosts_file)
+            command += f" -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
+        _CREDENTIALS["GIT_SSH_COMMAND"] = command
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, **_QUIET_ENVIRONMENT, **_CREDENTIALS}
+
+
+def git_at(*arguments: str, timeout_seconds: float) -> subprocess.CompletedProcess[str]:
+    """git run outside any repository (ls-remote), bounded in time."""
+    return subprocess.run(
+        ["git", *arguments],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        check=False,
+        timeout=timeout_seconds,
+    )
+
+
 def git(directory: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, **_QUIET_ENVIRONMENT}
+    environment = _environment()
     completed = subprocess.run(
         ["git", *arguments],
         cwd=directory,

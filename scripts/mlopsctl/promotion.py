@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlopsctl import gitops, inventory
-from mlopsctl.config import Config, EnvironmentPolicy
+from mlopsctl.config import Config, EnvironmentPolicy, load_config
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.gates import refusals
 from mlopsctl.github import PullRequests
@@ -445,7 +445,8 @@ class Promoter:
             gitops.git(clone, "checkout", "--quiet", "--force", base)
 
 
-Planner = Callable[[Path], tuple[Sequence[Edit], list[str], list[str]]]
+# Plans edits on a clone, with the configuration read from that clone.
+Planner = Callable[[Path, Config], tuple[Sequence[Edit], list[str], list[str]]]
 
 
 @dataclass(frozen=True)
@@ -459,17 +460,26 @@ class Landing:
 
 
 def run_edits(
-    config: Config,
+    config: Config | None,
     toolchain: Toolchain,
     remote: str,
     planner: Planner,
     landing: Landing,
     mlflow_url: str = "",
+    branch: str = "main",
 ) -> Report:
-    """Plan edits on a fresh clone of `remote`, then land them; the user's checkout is not read."""
+    """Plan edits on a fresh clone of `remote`, then land them; the user's checkout is not read.
+
+    Without a `config`, the clone's own mlopsctl.yaml is used (the service works that way, so a
+    policy merged to the branch applies from the next pass on) and `branch` names what to clone.
+    """
     with tempfile.TemporaryDirectory(prefix="mlopsctl-") as scratch:
-        clone = gitops.clone(remote, config.promotion.branch, Path(scratch) / "repository")
-        edits, refused, notes = planner(clone)
+        clone = gitops.clone(
+            remote, config.promotion.branch if config else branch, Path(scratch) / "repository"
+        )
+        if config is None:
+            config = load_config(clone)
+        edits, refused, notes = planner(clone, config)
         promoter = Promoter(
             config,
             toolchain,
@@ -484,17 +494,18 @@ def run_edits(
 
 
 def run(
-    config: Config,
+    config: Config | None,
     registry: Registry,
     toolchain: Toolchain,
     remote: str,
     landing: Landing,
     environment: str | None = None,
     model: str | None = None,
+    branch: str = "main",
 ) -> Report:
     """One pass of the sync loop for the model pins matching environment and model."""
 
-    def planner(clone: Path) -> tuple[Sequence[Edit], list[str], list[str]]:
+    def planner(clone: Path, config: Config) -> tuple[Sequence[Edit], list[str], list[str]]:
         pins = inventory.model_pins(
             inventory.scan(clone, config.render_exclude), environment, model
         )
@@ -505,7 +516,7 @@ def run(
             )
         return plan(pins, registry, config)
 
-    return run_edits(config, toolchain, remote, planner, landing, registry.base_url)
+    return run_edits(config, toolchain, remote, planner, landing, registry.base_url, branch)
 
 
 def set_image_run(
@@ -520,7 +531,7 @@ def set_image_run(
 ) -> Report:
     """Point every marked images: entry for `image` (in one or all environments) at tag/digest."""
 
-    def planner(clone: Path) -> tuple[Sequence[Edit], list[str], list[str]]:
+    def planner(clone: Path, config: Config) -> tuple[Sequence[Edit], list[str], list[str]]:
         pins = [
             located
             for located in inventory.scan(clone, config.render_exclude)
@@ -581,7 +592,7 @@ def rollback_run(
     """Move the alias `environment` follows back (the intent), then let the loop write Git."""
     moved: dict[str, str] = {}
 
-    def planner(clone: Path) -> tuple[Sequence[Edit], list[str], list[str]]:
+    def planner(clone: Path, config: Config) -> tuple[Sequence[Edit], list[str], list[str]]:
         pins = inventory.model_pins(
             inventory.scan(clone, config.render_exclude), environment, model
         )

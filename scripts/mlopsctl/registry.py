@@ -200,3 +200,40 @@ class MlflowRegistry:
         )
         if answer is _NOT_FOUND:
             raise RegistryError(f"cannot move {model}@{alias}: {model} v{version} does not exist")
+
+    def register_webhook(
+        self, name: str, url: str, events: list[tuple[str, str]], secret: str
+    ) -> str:
+        """Create the webhook called `name`, or bring it to this url, events and secret.
+
+        Returns "created" or "updated". Idempotent: running it twice leaves one webhook.
+        """
+        body = {
+            "name": name,
+            "url": url,
+            "events": [
+                {"entity": entity.upper(), "action": action.upper()} for entity, action in events
+            ],
+            "secret": secret,
+            "status": "ACTIVE",
+        }
+        existing = None
+        page_token = ""
+        while existing is None:
+            query = urllib.parse.urlencode({"max_results": 100, "page_token": page_token})
+            answer = self._request("GET", f"/api/2.0/mlflow/webhooks?{query}")
+            if answer is _NOT_FOUND or not isinstance(answer, dict):
+                raise RegistryError("MLflow answered the webhook list with something unusable")
+            existing = next((w for w in answer.get("webhooks", []) if w.get("name") == name), None)
+            page_token = str(answer.get("next_page_token") or "")
+            if not page_token:
+                break
+        if existing is None:
+            created = self._request("POST", "/api/2.0/mlflow/webhooks", body)
+            if created is _NOT_FOUND:
+                raise RegistryError(
+                    "this MLflow server has no webhook API (MLflow 3.3+, SQL backend)"
+                )
+            return "created"
+        self._request("PATCH", f"/api/2.0/mlflow/webhooks/{existing['webhook_id']}", body)
+        return "updated"

@@ -1,0 +1,122 @@
+"""`mlopsctl serve`: the promoter service. Every setting is a flag or an environment variable.
+
+SIGTERM (and Ctrl-C) stop it after the pass in flight; a restarted service resumes with a full
+pass, and two replicas at once are safe (pushes replay on a moving branch; passes are idempotent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from mlopsctl import gitops, toolchain
+from mlopsctl.commands.common import positive_integer
+from mlopsctl.errors import MlopsctlError
+from mlopsctl.registry import MlflowRegistry
+from mlopsctl.service import Service, Settings
+
+
+def _from_environment(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("serve", help="run the promoter: webhooks + periodic reconcile")
+    parser.add_argument(
+        "--listen",
+        default=_from_environment("MLOPSCTL_LISTEN", "0.0.0.0:8080"),
+        help="HOST:PORT to listen on ($MLOPSCTL_LISTEN, default 0.0.0.0:8080)",
+    )
+    parser.add_argument(
+        "--remote",
+        default=_from_environment("MLOPSCTL_REMOTE"),
+        help="git remote of the platform repository ($MLOPSCTL_REMOTE)",
+    )
+    parser.add_argument(
+        "--branch",
+        default=_from_environment("MLOPSCTL_BRANCH", "main"),
+        help="branch to reconcile ($MLOPSCTL_BRANCH, default main)",
+    )
+    parser.add_argument(
+        "--mlflow-uri",
+        default=_from_environment("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking server ($MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=float(_from_environment("MLOPSCTL_RECONCILE_INTERVAL", "60") or 60),
+        help="seconds between full reconciles, jittered ($MLOPSCTL_RECONCILE_INTERVAL)",
+    )
+    parser.add_argument(
+        "--webhook-secret-env",
+        default="MLOPSCTL_WEBHOOK_SECRET",
+        help="environment variable holding the webhook secret",
+    )
+    parser.add_argument(
+        "--git-token-env",
+        default="MLOPSCTL_GIT_TOKEN",
+        help="environment variable holding an HTTPS token for the remote",
+    )
+    parser.add_argument(
+        "--ssh-key-file",
+        default=_from_environment("MLOPSCTL_SSH_KEY_FILE"),
+        help="SSH private key for the remote ($MLOPSCTL_SSH_KEY_FILE)",
+    )
+    parser.add_argument(
+        "--known-hosts-file",
+        default=_from_environment("MLOPSCTL_KNOWN_HOSTS_FILE"),
+        help="known_hosts for the SSH remote ($MLOPSCTL_KNOWN_HOSTS_FILE)",
+    )
+    parser.add_argument("--max-attempts", type=positive_integer, default=20)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise MlopsctlError(f"--listen {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.remote:
+        raise MlopsctlError("no git remote: pass --remote or set MLOPSCTL_REMOTE")
+    if not args.mlflow_uri:
+        raise MlopsctlError("no MLflow server: pass --mlflow-uri or set MLFLOW_TRACKING_URI")
+    secret = os.environ.get(args.webhook_secret_env, "")
+    if len(secret) < 16:
+        raise MlopsctlError(
+            f"${args.webhook_secret_env} must hold the webhook secret (16 characters or more)"
+        )
+    if args.interval <= 0:
+        raise MlopsctlError(f"--interval must be positive, not {args.interval:g}")
+    gitops.use_credentials(
+        os.environ.get(args.git_token_env), args.ssh_key_file, args.known_hosts_file
+    )
+    settings = Settings(
+        remote=args.remote,
+        branch=args.branch,
+        registry=MlflowRegistry(args.mlflow_uri),
+        toolchain=toolchain.resolve(toolchain.default_tools_dir(None)),
+        webhook_secret=secret,
+        interval_seconds=args.interval,
+        max_attempts=args.max_attempts,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    service = Service(settings, _listen_address(args.listen))
+    stop_requested = threading.Event()
+
+    def request_stop(signal_number: int, _frame: FrameType | None) -> None:
+        settings.log(f"received {signal.Signals(signal_number).name}: finishing the pass in flight")
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    service.start()
+    stop_requested.wait()
+    service.stop()
+    return 0
