@@ -20,7 +20,14 @@ def test_every_root_of_the_repository_is_found():
         assert f"apps/{environment}" in roots
         assert f"clusters/{environment}" in roots
         assert f"clusters/{environment}/argocd" in roots
-        for component in ("platform", "postgres", "mlflow-tracking", "model-server", "streamlit"):
+        for component in (
+            "platform",
+            "postgres",
+            "mlflow-tracking",
+            "model-server",
+            "streamlit",
+            "promoter",
+        ):
             assert f"overlays/{environment}/{component}" in roots
     # Components are not buildable on their own, and fixtures and tooling are not platform.
     assert "base/mlflow-tracking/gcs-artifacts" not in roots

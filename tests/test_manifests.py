@@ -14,7 +14,7 @@ from mlopsctl.resources import Resource, parse_render
 from tests.conftest import REPOSITORY, TOOLS_DIR
 
 ENVIRONMENTS = ("local", "staging", "production")
-STATELESS = ("mlflow-tracking", "model-server", "streamlit")
+STATELESS = ("mlflow-tracking", "model-server", "streamlit", "promoter")
 PIN_LINE = re.compile(
     r"^(?P<indent> *)# mlopsctl: model (?P<model>[a-z0-9-]+)@(?P<alias>[a-z0-9-]+)\n"
     r"(?P=indent)- MODEL_URI=models:/(?P=model)/(?P<version>\d+)$",
@@ -157,7 +157,7 @@ def test_no_secret_data_anywhere_and_external_secrets_where_expected(rendered):
 
 def test_local_secrets_are_documented_in_the_readme():
     readme = (REPOSITORY / "README.md").read_text()
-    for secret in ("mlflow-webhook-encryption", "grafana-admin"):
+    for secret in ("mlflow-webhook-encryption", "grafana-admin", "promoter"):
         assert f"kubectl create secret generic {secret}" in readme
 
 
@@ -211,8 +211,32 @@ def test_the_namespace_denies_by_default(rendered, environment):
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     deny = one(resources, "NetworkPolicy", "default-deny")
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    for component in ("postgres", "mlflow-tracking", "model-server", "streamlit"):
+    for component in ("postgres", "mlflow-tracking", "model-server", "streamlit", "promoter"):
         policies = [
             r for r in rendered[f"overlays/{environment}/{component}"] if r.kind == "NetworkPolicy"
         ]
         assert policies, component
+
+
+def test_the_webhook_flows_are_open_both_ways(rendered):
+    for environment in ENVIRONMENTS:
+        promoter = one(rendered[f"overlays/{environment}/promoter"], "NetworkPolicy", "promoter")
+        tracking = one(
+            rendered[f"overlays/{environment}/mlflow-tracking"], "NetworkPolicy", "mlflow-tracking"
+        )
+        from_mlflow = promoter["spec"]["ingress"][0]
+        assert from_mlflow["from"][0]["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "mlflow-tracking"
+        }
+        assert from_mlflow["ports"] == [{"protocol": "TCP", "port": 8080}]
+        to_promoter = [
+            rule
+            for rule in tracking["spec"]["egress"]
+            if rule.get("to", [{}])[0].get("podSelector", {}).get("matchLabels")
+            == {"app.kubernetes.io/name": "promoter"}
+        ]
+        assert to_promoter and to_promoter[0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+        registration = one(
+            rendered[f"overlays/{environment}/promoter"], "Job", "promoter-register-webhook"
+        )
+        assert registration["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PostSync"

@@ -184,7 +184,7 @@ def test_pins_command_lists_every_pin(cli):
         ("overlays/staging/model-server/kustomization.yaml", "iris-classifier@challenger", "1"),
         ("overlays/production/model-server/kustomization.yaml", "iris-classifier@champion", "1"),
     }
-    assert len([p for p in pins if p["kind"] == "image"]) == 9
+    assert len([p for p in pins if p["kind"] == "image"]) == 12  # 4 images x 3 environments
     table = cli("pins", "--repo", str(REPOSITORY))
     assert (
         "overlays/production/model-server/kustomization.yaml:25  model  iris-classifier@champion"

@@ -88,7 +88,7 @@ def test_a_namespaced_kind_the_project_does_not_list(cli, platform_copy: Path):
     found = findings_of(cli, platform_copy, "argocd-project")
     assert {f["resource"] for f in found} == {
         f"Application/argocd/{component}-production"
-        for component in ("mlflow-tracking", "model-server", "streamlit")
+        for component in ("mlflow-tracking", "model-server", "streamlit", "promoter")
     }
 
 
