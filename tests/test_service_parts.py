@@ -1,0 +1,86 @@
+"""The promoter's parts that are hard to see from outside: shutdown order and git credentials."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mlopsctl import gitops, promotion, service
+from mlopsctl.registry import MlflowRegistry
+from mlopsctl.toolchain import resolve
+from tests.conftest import TOOLS_DIR
+
+
+def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch):
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_pass(*_args: object, **_kwargs: object) -> promotion.Report:
+        started.set()
+        time.sleep(1.5)  # a clone, a render and a push take about this long
+        finished.set()
+        return promotion.Report()
+
+    monkeypatch.setattr(promotion, "run", slow_pass)
+    settings = service.Settings(
+        remote="unused",
+        branch="main",
+        registry=MlflowRegistry("http://127.0.0.1:9"),
+        toolchain=resolve(TOOLS_DIR),
+        webhook_secret="x" * 20,
+        interval_seconds=3600,
+        log=lambda _line: None,
+    )
+    promoter = service.Service(settings, ("127.0.0.1", 0))
+    promoter.start()
+    assert started.wait(10)
+    promoter.stop()  # as on SIGTERM
+    assert finished.is_set(), "stop() returned before the pass in flight completed"
+    assert promoter.reconciler.passes == 1  # and it started no other
+
+
+@pytest.fixture
+def recording_git_server():
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(403)
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/platform.git", seen
+    server.shutdown()
+    server.server_close()
+    gitops.use_credentials()
+
+
+def test_a_token_reaches_the_git_server_as_a_header_not_in_the_url(recording_git_server):
+    url, seen = recording_git_server
+    gitops.use_credentials(token="s3cr3t-token")
+    completed = gitops.git_at("ls-remote", url, timeout_seconds=20)
+    assert completed.returncode != 0  # the stand-in refuses; what matters is what it was sent
+    expected = "Basic " + base64.b64encode(b"x-access-token:s3cr3t-token").decode()
+    assert expected in seen
+    assert "s3cr3t-token" not in completed.stderr
+
+
+def test_an_ssh_key_file_is_used_without_prompts(tmp_path: Path):
+    key = tmp_path / "key with space"
+    gitops.use_credentials(ssh_key_file=str(key), known_hosts_file=str(tmp_path / "known_hosts"))
+    try:
+        command = gitops._environment()["GIT_SSH_COMMAND"]
+        assert f"-i '{key}'" in command
+        assert "BatchMode=yes" in command and "StrictHostKeyChecking=yes" in command
+    finally:
+        gitops.use_credentials()
+    assert "GIT_SSH_COMMAND" not in gitops._CREDENTIALS
