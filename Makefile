@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine (see README):
-#   make demo   the main job: render and validate the whole platform
+#   make demo   the main job: the local promotion demo (scripts/demo.py)
 #   make test   lint, type-check and run the test suite
 # Both install what they need first (virtualenv, pinned Python packages, pinned kubectl/helm,
 # Debian packages when running as root) and skip what is already in place.
@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test bench lint typecheck setup system tools render validate clean
 
-demo: render validate
+demo: setup
+	$(BIN)/python scripts/demo.py
 
 setup: system $(STAMP) tools
 

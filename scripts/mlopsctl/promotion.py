@@ -502,6 +502,7 @@ def run(
     environment: str | None = None,
     model: str | None = None,
     branch: str = "main",
+    source: str = "cli",
 ) -> Report:
     """One pass of the sync loop for the model pins matching environment and model."""
 
@@ -514,7 +515,7 @@ def run(
                 f"no model pin in {remote} matches environment {environment or 'any'} "
                 f"and model {model or 'any'}"
             )
-        return plan(pins, registry, config)
+        return plan(pins, registry, config, source=source)
 
     return run_edits(config, toolchain, remote, planner, landing, registry.base_url, branch)
 

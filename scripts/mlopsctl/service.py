@@ -131,6 +131,7 @@ class Reconciler:
                 settings.remote,
                 self.landing,
                 branch=settings.branch,
+                source="webhook" if trigger == "webhook" else "reconcile",
             )
         except MlopsctlError as error:
             self.metrics.passes.labels(trigger, "error").inc()
