@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import difflib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -129,11 +130,10 @@ def prepare_remote(workspace: Path) -> tuple[Path, Path]:
     checkout = workspace / "checkout"
     git("clone", "--quiet", str(remote), str(checkout), cwd=workspace)
     # A new MLflow has no versions yet: start every pin at 0, "nothing promoted so far".
-    for path in PIN_FILES.values():
-        pinned = checkout / path
+    for pinned in checkout.glob("overlays/*/*/kustomization.yaml"):
         text = pinned.read_text()
-        current = text.split(f"models:/{MODEL}/")[1].split()[0]
-        pinned.write_text(text.replace(f"models:/{MODEL}/{current}", f"models:/{MODEL}/0"))
+        if f"models:/{MODEL}/" in text:
+            pinned.write_text(re.sub(rf"models:/{MODEL}/\d+", f"models:/{MODEL}/0", text))
     git(
         "-c",
         "user.name=demo",

@@ -3,7 +3,7 @@
 # otherwise each missing one is named so a person can install it.
 set -euo pipefail
 
-packages=(git ca-certificates postgresql)
+packages=(git ca-certificates postgresql chromium)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -58,8 +58,7 @@ class Platform:
 def platform(platform_copy: Path) -> Platform:
     """This repository's tree with its own model name, committed to a fresh bare remote."""
     model = f"iris-{next(_names)}"
-    for environment in ("local", "staging", "production"):
-        path = platform_copy / f"overlays/{environment}/model-server/kustomization.yaml"
+    for path in platform_copy.glob("overlays/*/*/kustomization.yaml"):
         path.write_text(path.read_text().replace("iris-classifier", model))
     git(platform_copy, "init", "--quiet", "--initial-branch=main")
     git(platform_copy, "add", ".")

@@ -180,9 +180,13 @@ def test_pins_command_lists_every_pin(cli):
     pins = result.json()
     models = {(p["file"], p["follows"], p["value"]) for p in pins if p["kind"] == "model"}
     assert models == {
-        ("overlays/local/model-server/kustomization.yaml", "iris-classifier@challenger", "1"),
-        ("overlays/staging/model-server/kustomization.yaml", "iris-classifier@challenger", "1"),
-        ("overlays/production/model-server/kustomization.yaml", "iris-classifier@champion", "1"),
+        (f"overlays/{environment}/{component}/kustomization.yaml", f"iris-classifier@{alias}", "1")
+        for environment, alias in (
+            ("local", "challenger"),
+            ("staging", "challenger"),
+            ("production", "champion"),
+        )
+        for component in ("model-server", "streamlit")
     }
     assert len([p for p in pins if p["kind"] == "image"]) == 12  # 4 images x 3 environments
     table = cli("pins", "--repo", str(REPOSITORY))

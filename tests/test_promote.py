@@ -32,6 +32,14 @@ def test_local_gets_one_commit_with_trailers_and_a_second_run_makes_none(
     assert platform.log()[0] == f"promote(local): {platform.model} v1 -> v{second}"
     assert platform.pin("local") == second
     assert platform.pin("staging") == "1"  # another environment is left alone
+    # The frontend's pin follows the same alias: the same commit moved it, said once.
+    frontend = platform.show("overlays/local/streamlit/kustomization.yaml")
+    assert f"MODEL_URI=models:/{platform.model}/{second}" in frontend
+    files = git(platform.remote, "show", "--name-only", "--format=", "main").split()
+    assert sorted(files) == [
+        "overlays/local/model-server/kustomization.yaml",
+        "overlays/local/streamlit/kustomization.yaml",
+    ]
     trailers = platform.trailers()
     assert trailers["Model"] == platform.model
     assert trailers["Model-Version"] == second
@@ -75,6 +83,8 @@ def test_pull_request_environments_get_a_branch_not_a_commit_on_main(cli, platfo
     branch = f"mlopsctl/promote/production/{platform.model}"
     assert platform.log() == before
     assert platform.pin("production", branch) == second
+    frontend = platform.show("overlays/production/streamlit/kustomization.yaml", branch)
+    assert f"MODEL_URI=models:/{platform.model}/{second}" in frontend  # both pins, one branch
     assert platform.log(branch)[0] == f"promote(production): {platform.model} v1 -> v{second}"
     assert f"open a pull request from {branch} into main" in result.stdout
     again = promote(cli, platform, mlflow_server, "--env", "production")
@@ -199,7 +209,8 @@ def test_status_of_a_pin_to_a_deleted_version(cli, platform, mlflow_server):
         "--format",
         "json",
     )
-    assert [row["state"] for row in result.json()["pins"]] == ["version missing"]
+    # Two pins follow local's alias: the model server's and the frontend's.
+    assert [row["state"] for row in result.json()["pins"]] == ["version missing"] * 2
 
 
 @pytest.mark.parametrize("kill_after_seconds", [0.3, 0.8, 1.5])

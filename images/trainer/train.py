@@ -35,13 +35,17 @@ class Result:
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
-                        help="MLflow tracking server ($MLFLOW_TRACKING_URI)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking server ($MLFLOW_TRACKING_URI)",
+    )
     parser.add_argument("--experiment", default="iris-classifier")
     parser.add_argument("--model-name", default="iris-classifier")
     parser.add_argument("--alias", default="challenger", help="alias to move to the best version")
-    parser.add_argument("--regularisation", default="0.05,0.5,5",
-                        help="comma-separated values of C, one run each")
+    parser.add_argument(
+        "--regularisation", default="0.05,0.5,5", help="comma-separated values of C, one run each"
+    )
     parser.add_argument("--seed", type=int, default=7, help="for the train/test split")
     arguments = parser.parse_args(argv)
     if not arguments.tracking_uri:
@@ -67,8 +71,14 @@ def train(arguments: argparse.Namespace) -> list[Result]:
             predicted = model.predict(test_x)
             accuracy = float(accuracy_score(test_y, predicted))
             f1_macro = float(f1_score(test_y, predicted, average="macro"))
-            mlflow.log_params({"model": "LogisticRegression", "C": regularisation,
-                               "seed": arguments.seed, "test_size": 0.3})
+            mlflow.log_params(
+                {
+                    "model": "LogisticRegression",
+                    "C": regularisation,
+                    "seed": arguments.seed,
+                    "test_size": 0.3,
+                }
+            )
             mlflow.log_metrics({"accuracy": accuracy, "f1_macro": f1_macro})
             info = mlflow.sklearn.log_model(
                 model,
@@ -80,9 +90,14 @@ def train(arguments: argparse.Namespace) -> list[Result]:
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
                 metadata={"class_names": list(CLASS_NAMES)},
             )
-            results.append(Result(run.info.run_id, info.model_uri, regularisation, accuracy, f1_macro))
-            print(f"run {run.info.run_id}: C={regularisation:g} accuracy={accuracy:.4f} "
-                  f"f1_macro={f1_macro:.4f}", flush=True)
+            results.append(
+                Result(run.info.run_id, info.model_uri, regularisation, accuracy, f1_macro)
+            )
+            print(
+                f"run {run.info.run_id}: C={regularisation:g} accuracy={accuracy:.4f} "
+                f"f1_macro={f1_macro:.4f}",
+                flush=True,
+            )
     return results
 
 
@@ -91,13 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     mlflow.set_tracking_uri(arguments.tracking_uri)
     mlflow.set_experiment(arguments.experiment)
     results = train(arguments)
-    best = max(results, key=lambda result: (result.accuracy, result.f1_macro, -result.regularisation))
+    best = max(
+        results, key=lambda result: (result.accuracy, result.f1_macro, -result.regularisation)
+    )
     version = mlflow.register_model(best.model_uri, arguments.model_name)
     mlflow.MlflowClient().set_registered_model_alias(
         arguments.model_name, arguments.alias, version.version
     )
-    print(f"registered {arguments.model_name} v{version.version} from run {best.run_id} "
-          f"(accuracy {best.accuracy:.4f}); @{arguments.alias} -> v{version.version}", flush=True)
+    print(
+        f"registered {arguments.model_name} v{version.version} from run {best.run_id} "
+        f"(accuracy {best.accuracy:.4f}); @{arguments.alias} -> v{version.version}",
+        flush=True,
+    )
     return 0
 
 

@@ -259,19 +259,12 @@ def affected_roots(repository: Path, files: Sequence[str], exclude: Sequence[str
 def commit_message(
     environment: str, edits: Sequence[Edit], mlflow_url: str
 ) -> tuple[str, str, list[tuple[str, str]]]:
-    subject = f"{edits[0].verb}({environment}): " + "; ".join(edit.summary() for edit in edits)
-    body = "\n\n".join(edit.body() for edit in edits if edit.body())
-    trailers = [trailer for edit in edits for trailer in edit.trailers(mlflow_url)]
-    # One Environment trailer is enough however many pins moved.
-    seen_environment = False
-    unique = []
-    for key, value in trailers:
-        if key == "Environment":
-            if seen_environment:
-                continue
-            seen_environment = True
-        unique.append((key, value))
-    return subject, body, unique
+    """Subject, body and trailers; a move pinned in several files is said once."""
+    summaries = list(dict.fromkeys(edit.summary() for edit in edits))
+    subject = f"{edits[0].verb}({environment}): " + "; ".join(summaries)
+    body = "\n\n".join(dict.fromkeys(edit.body() for edit in edits if edit.body()))
+    trailers = list(dict.fromkeys(t for edit in edits for t in edit.trailers(mlflow_url)))
+    return subject, body, trailers
 
 
 @dataclass
@@ -341,9 +334,12 @@ class Promoter:
             elif policy.mode == "commit":
                 outcomes.append(self._commit_to_branch(clone, environment, environment_changes))
             else:
+                # One branch per environment and model (or image), holding all its pins.
+                by_key: dict[str, list[Edit]] = {}
+                for change in environment_changes:
+                    by_key.setdefault(change.key, []).append(change)
                 outcomes.extend(
-                    self._push_promotion_branch(clone, policy, change)
-                    for change in environment_changes
+                    self._push_promotion_branch(clone, policy, edits) for edits in by_key.values()
                 )
         return outcomes
 
@@ -390,8 +386,9 @@ class Promoter:
         return gitops.file_at(clone, "FETCH_HEAD", file) == (clone / file).read_text()
 
     def _push_promotion_branch(
-        self, clone: Path, policy: EnvironmentPolicy, change: Edit
+        self, clone: Path, policy: EnvironmentPolicy, edits: Sequence[Edit]
     ) -> Outcome:
+        change = edits[0]
         base = self.config.promotion.branch
         branch = f"mlopsctl/{change.verb}/{policy.environment}/{change.key}"
         author = gitops.Author(
@@ -399,7 +396,7 @@ class Promoter:
         )
         gitops.git(clone, "checkout", "--quiet", "-B", branch, f"origin/{base}")
         try:
-            applied, diff, findings = self._apply(clone, [change])
+            applied, diff, findings = self._apply(clone, edits)
             if findings:
                 return Outcome(
                     policy.environment,
@@ -415,11 +412,15 @@ class Promoter:
                     f"nothing to do: {base} already has {change.summary().split(' -> ')[-1]}",
                 )
             subject, body, trailers = commit_message(policy.environment, applied, self.mlflow_url)
-            if self._branch_proposes(clone, branch, change.file):
+            if all(
+                self._branch_proposes(clone, branch, file) for file in {e.file for e in applied}
+            ):
                 result = f"branch {branch} already proposes {change.summary()}"
                 sha = ""
             else:
-                sha = gitops.commit(clone, [change.file], subject, body, trailers, author)
+                sha = gitops.commit(
+                    clone, sorted({e.file for e in applied}), subject, body, trailers, author
+                )
                 # The promotion branch belongs to mlopsctl: it is rebuilt from the base each time.
                 gitops.git(
                     clone, "push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}"
@@ -597,8 +598,14 @@ def rollback_run(
         pins = inventory.model_pins(
             inventory.scan(clone, config.render_exclude), environment, model
         )
-        if len(pins) != 1:
-            raise MlopsctlError(f"expected one pin for {model} in {environment}, found {len(pins)}")
+        if not pins:
+            raise MlopsctlError(f"no pin for {model} in {environment}")
+        aliases = sorted({located.alias for located in pins})
+        if len(aliases) != 1:
+            raise MlopsctlError(
+                f"the pins for {model} in {environment} follow different aliases {aliases}: "
+                "move each alias back in MLflow, then promote"
+            )
         located = pins[0]
         target = to_version or previous_pin(clone, located)
         if target is None:
@@ -613,7 +620,7 @@ def rollback_run(
         registry.set_alias(model, located.alias, target)
         moved.update(alias=located.alias, pinned=located.pin.value, target=target)
         # A rollback goes back on purpose: the "not worse than" comparison does not apply.
-        return plan([located], registry, config, source="rollback", compare_with_pinned=False)
+        return plan(pins, registry, config, source="rollback", compare_with_pinned=False)
 
     report = run_edits(config, toolchain, remote, planner, landing, registry.base_url)
     return Rollback(environment, model, moved["alias"], moved["pinned"], moved["target"], report)
