@@ -244,7 +244,12 @@ def serve_until_interrupted(
             str(model_port),
         ],
         workspace / "model-server.log",
-        {**environment, "MLFLOW_TRACKING_URI": server.url},
+        # The scoring server is started as `uvicorn` from PATH.
+        {
+            **environment,
+            "MLFLOW_TRACKING_URI": server.url,
+            "PATH": f"{BIN}{os.pathsep}{environment.get('PATH', '')}",
+        },
     )
     processes.start(
         "the Streamlit frontend",
@@ -307,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     processes = Processes()
     started = time.monotonic()
+    serving = False
     try:
         with interrupts_raise():
             say(f"starting a local MLflow server (sqlite, webhooks on) in {workspace}")
@@ -389,9 +395,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_results(remote, workspace, server, environment)
             say(f"done in {time.monotonic() - started:.0f} s")
             if arguments.serve:
+                serving = True
                 serve_until_interrupted(processes, server, remote, workspace, environment)
         return 0
     except KeyboardInterrupt:
+        if serving:  # Ctrl-C is how serving ends
+            print("\nstopping what the demo started", flush=True)
+            return 0
         print("\ninterrupted: stopping what the demo started", file=sys.stderr, flush=True)
         return 130
     except Exception as error:
