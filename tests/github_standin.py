@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from tests.loopback import serving
 
 TOKEN = "test-token"
 REPOSITORY = "example-org/mlops-platform"
@@ -100,10 +101,6 @@ def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
 @pytest.fixture
 def github() -> Iterator[GitHubStandIn]:
     state = GitHubStandIn()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving(_handler(state)) as url:
+        state.url = url
+        yield state

@@ -7,18 +7,17 @@ match the versions the tests run.
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPOSITORY
+from tests.loopback import QuietHandler, serving
 
 IMAGES = sorted(path.parent.name for path in (REPOSITORY / "images").glob("*/Dockerfile"))
 CONSTRAINTS = {
@@ -88,26 +87,13 @@ def test_the_trainer_refuses_bad_arguments_with_a_reason():
 def odd_model_server() -> Iterator[str]:
     """Answers /invocations with whatever the path asks for: not JSON, or two classes."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *_args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
-            body = (
-                b"<html>oops</html>"
-                if self.path.startswith("/html")
-                else json.dumps({"predictions": [[0.5, 0.5]]}).encode()
-            )
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            odd = json.dumps({"predictions": [[0.5, 0.5]]}).encode()
+            self.reply(200, b"<html>oops</html>" if self.path.startswith("/html") else odd)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_the_frontend_reads_only_answers_it_understands(odd_model_server: str):

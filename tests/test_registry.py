@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from mlopsctl.registry import MlflowRegistry, RegistryError
+from tests.loopback import QuietHandler, serving
 
 
 def test_an_unreachable_registry_fails_clearly(cli, platform):
@@ -23,22 +22,14 @@ def test_an_unreachable_registry_fails_clearly(cli, platform):
 def nonsense_server() -> Iterator[str]:
     """Answers every request with 200 and a body that is not what MLflow sends."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *_args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
-            body = b"<html>not json</html>" if "alias" in self.path else b'{"model_version": 7}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(
+                200, b"<html>not json</html>" if "alias" in self.path else b'{"model_version": 7}'
+            )
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_answers_that_are_not_mlflows_are_refused(nonsense_server: str):

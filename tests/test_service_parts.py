@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from mlopsctl import gitops, promotion, service
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import resolve
 from tests.conftest import TOOLS_DIR
+from tests.loopback import QuietHandler, serving
 
 
 def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch):
@@ -44,23 +45,16 @@ def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def recording_git_server():
+def recording_git_server() -> Iterator[tuple[str, list[str]]]:
     seen: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *_args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization", ""))
-            self.send_response(403)
-            self.end_headers()
+            self.reply(403, b"")
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/platform.git", seen
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/platform.git", seen
     gitops.use_credentials()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from mlopsctl.upstream import strict
 from tests.conftest import MINIMAL_CONFIG, write_tree
+from tests.loopback import serving
 
 WIDGET_CRD = """\
 apiVersion: apiextensions.k8s.io/v1
@@ -66,12 +66,8 @@ def crd_server(tmp_path: Path) -> Iterator[str]:
     served.mkdir()
     (served / "widget-crd.yaml").write_text(WIDGET_CRD)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(handler) as url:  # type: ignore[arg-type]
+        yield url
 
 
 def fixture_repository(root: Path, crd_url: str) -> Path:
