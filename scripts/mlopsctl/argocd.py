@@ -33,9 +33,7 @@ class Problem:
 class RootState:
     """What validation knows about one kustomize root after rendering it."""
 
-    rendered: bool
     error: str | None
-    needs_network: bool
     resources: tuple[Resource, ...]
 
 

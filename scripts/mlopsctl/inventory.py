@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mlopsctl.errors import MlopsctlError
-from mlopsctl.kustomize import ALWAYS_EXCLUDED
+from mlopsctl.kustomize import walk_tree
 from mlopsctl.pins import Pin, find_pins
 
 
@@ -33,15 +32,11 @@ class LocatedPin:
 
 def scan(repository: Path, exclude: tuple[str, ...] = ()) -> list[LocatedPin]:
     found: list[LocatedPin] = []
-    excluded = set(ALWAYS_EXCLUDED) | set(exclude)
-    for directory, subdirectories, files in os.walk(repository):
-        subdirectories[:] = sorted(
-            name for name in subdirectories if name not in excluded and not name.startswith(".")
-        )
-        for name in sorted(files):
+    for directory, files in walk_tree(repository, exclude):
+        for name in files:
             if not name.endswith((".yaml", ".yml")) and name != "Kustomization":
                 continue
-            path = Path(directory) / name
+            path = directory / name
             relative = path.relative_to(repository).as_posix()
             try:
                 text = path.read_text(encoding="utf-8")

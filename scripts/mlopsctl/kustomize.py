@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -60,26 +60,33 @@ def is_remote(reference: str) -> bool:
     return bool(_REMOTE_REFERENCE.search(reference))
 
 
-def discover_roots(repository: Path, exclude: Iterable[str] = ()) -> list[str]:
-    """Every directory with a buildable kustomization (not a Component), sorted, repo-relative."""
+def walk_tree(repository: Path, exclude: Iterable[str] = ()) -> Iterator[tuple[Path, list[str]]]:
+    """(directory, file names) of the platform tree, sorted, without tooling, caches or
+    excluded directories (a name anywhere, or a repository-relative path)."""
     excluded = set(ALWAYS_EXCLUDED) | set(exclude)
-    roots: list[str] = []
-    for directory, subdirectories, _files in os.walk(repository):
+    for directory, subdirectories, files in os.walk(repository):
         current = Path(directory)
         relative = current.relative_to(repository).as_posix()
         subdirectories[:] = sorted(
             name
             for name in subdirectories
             if name not in excluded
-            and f"{relative}/{name}".lstrip("./") not in excluded
+            and f"{relative}/{name}".removeprefix("./") not in excluded
             and not name.startswith(".")
         )
-        found = kustomization_file(current)
-        if found is None or current == repository:
+        yield current, sorted(files)
+
+
+def discover_roots(repository: Path, exclude: Iterable[str] = ()) -> list[str]:
+    """Every directory with a buildable kustomization (not a Component), sorted, repo-relative."""
+    roots: list[str] = []
+    for directory, _files in walk_tree(repository, exclude):
+        found = kustomization_file(directory)
+        if found is None or directory == repository:
             continue
         if load_kustomization(found).get("kind") == "Component":
             continue
-        roots.append(relative)
+        roots.append(directory.relative_to(repository).as_posix())
     return sorted(roots)
 
 

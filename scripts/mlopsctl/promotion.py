@@ -61,7 +61,6 @@ class Change(Edit):
     new: ModelVersion
     metrics: dict[str, float]
     old_metrics: dict[str, float]
-    old_run_id: str
     verb: str = "promote"
     source: str = "cli"  # what asked for it: cli, rollback, webhook, reconcile
 
@@ -222,7 +221,6 @@ def plan(
                 target,
                 metrics,
                 old_metrics,
-                old.run_id if old is not None else "",
                 source=source,
             )
         )

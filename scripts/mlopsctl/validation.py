@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ import yaml
 from mlopsctl import argocd, policies
 from mlopsctl.config import Config
 from mlopsctl.findings import Finding
-from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots
+from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots, walk_tree
 from mlopsctl.resources import Resource, parse_render
 from mlopsctl.schemas import SchemaProblem, SchemaStore, kubeconform_problems
 from mlopsctl.sources import SourceIndex
@@ -31,14 +30,12 @@ class Report:
 
 def _kustomization_files(repository: Path, exclude: Sequence[str]) -> list[Path]:
     """Every kustomization file in the tree (roots, bases and components alike)."""
-    excluded = {".git", ".venv", ".tools", "node_modules", "build", *exclude}
-    found: list[Path] = []
-    for directory, subdirectories, files in os.walk(repository):
-        subdirectories[:] = sorted(
-            d for d in subdirectories if d not in excluded and not d.startswith(".")
-        )
-        found.extend(Path(directory) / name for name in files if name in KUSTOMIZATION_FILENAMES)
-    return sorted(found)
+    return [
+        directory / name
+        for directory, files in walk_tree(repository, exclude)
+        for name in files
+        if name in KUSTOMIZATION_FILENAMES
+    ]
 
 
 def validate(
@@ -189,8 +186,6 @@ def validate(
 
 def _root_state(result: RenderResult) -> argocd.RootState:
     return argocd.RootState(
-        rendered=result.rendered,
         error=result.error,
-        needs_network=bool(result.network),
         resources=tuple(parse_render(result.root, result.output)) if result.output else (),
     )
