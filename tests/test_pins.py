@@ -189,9 +189,19 @@ def test_pins_command_lists_every_pin(cli):
         for component in ("model-server", "streamlit")
     }
     assert len([p for p in pins if p["kind"] == "image"]) == 12  # 4 images x 3 environments
-    table = cli("pins", "--repo", str(REPOSITORY))
-    assert (
-        "overlays/production/model-server/kustomization.yaml:25  model  iris-classifier@champion"
-        in (" ".join(table.stdout.split()).replace(" model ", "  model  "))
-        or "iris-classifier@champion" in table.stdout
+    table = cli("pins", "--repo", str(REPOSITORY)).stdout.splitlines()
+    assert table[0].split() == ["WHERE", "KIND", "FOLLOWS", "VALUE"]
+    rows = [line.split() for line in table[1:]]
+    assert len(rows) == len(pins)
+    production = next(
+        p
+        for p in pins
+        if p["file"] == "overlays/production/model-server/kustomization.yaml"
+        and p["kind"] == "model"
     )
+    assert [
+        f"{production['file']}:{production['value_line']}",
+        "model",
+        "iris-classifier@champion",
+        "1",
+    ] in rows

@@ -17,7 +17,7 @@ PINNED_ACTION = re.compile(r"^[\w.-]+/[\w./-]+@(v\d+\.\d+\.\d+|[0-9a-f]{40})$")
 
 
 def test_there_are_workflows():
-    assert [path.name for path in WORKFLOWS] == ["ci.yaml"] or len(WORKFLOWS) > 1
+    assert "ci.yaml" in [path.name for path in WORKFLOWS]
 
 
 def test_workflows_match_the_github_workflow_schema():
