@@ -308,6 +308,11 @@ def test_pull_request_is_opened_once_then_updated(
     assert pull["title"] == f"promote(staging): {platform.model} v1 -> v{second}"
     assert f"Model-Version: {second}" in pull["body"]
     assert f"+      - MODEL_URI=models:/{platform.model}/{second}" in pull["body"]
+    # The same review text as `mlopsctl diff`: both versions' metrics side by side, the delta,
+    # and the signature compared.
+    assert f"| metric | v1 | v{second} | Δ |" in pull["body"]
+    assert "| accuracy | 0.95 | 0.96 | +0.01 |" in pull["body"]
+    assert "Signature: unchanged." in pull["body"]
 
     third = mlflow_server.register(platform.model, {"accuracy": 0.97}, alias="challenger")
     promote(cli, platform, mlflow_server, "--env", "staging")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from mlopsctl import __version__
 from mlopsctl.commands import (
+    diff,
     pins,
     promote,
     render,
@@ -25,6 +26,7 @@ COMMANDS = {
     "tools": tools,
     "render": render,
     "validate": validate,
+    "diff": diff,
     "pins": pins,
     "status": status,
     "promote": promote,

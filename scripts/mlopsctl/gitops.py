@@ -10,7 +10,8 @@ import base64
 import os
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,3 +182,49 @@ def file_at(directory: Path, revision: str, path: str) -> str | None:
 def log_of(directory: Path, path: str, limit: int = 200) -> list[str]:
     """Commits that changed `path`, newest first."""
     return git(directory, "log", f"-{limit}", "--format=%H", "--", path).stdout.split()
+
+
+def resolve_revision(directory: Path, revision: str) -> str:
+    """The commit `revision` names, or an error that says which revision is unknown."""
+    if revision.startswith("-"):
+        raise MlopsctlError(f"revision {revision!r} is not a revision (it starts with '-')")
+    completed = git(
+        directory, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False
+    )
+    if completed.returncode != 0:
+        raise MlopsctlError(f"revision {revision!r} does not name a commit in {directory}")
+    return completed.stdout.strip()
+
+
+def merge_base(directory: Path, first: str, second: str) -> str:
+    """Where `second` forked from `first` (as a pull request diff is taken), else `first`."""
+    completed = git(directory, "merge-base", first, second, check=False)
+    return completed.stdout.strip() if completed.returncode == 0 else first
+
+
+def changed_files(directory: Path, base: str, head: str | None) -> list[str]:
+    """Files that differ between `base` and `head`; with no head, the working tree as it is
+    (uncommitted edits and files git does not track yet, except ignored ones)."""
+    # --relative: paths from `directory`, which may be a folder inside the git repository.
+    listing = ("diff", "--name-only", "--no-renames", "--relative", "-z", base)
+    if head is not None:
+        listed = git(directory, *listing, head).stdout
+        return sorted(set(filter(None, listed.split("\0"))))
+    tracked = git(directory, *listing).stdout
+    untracked = git(directory, "ls-files", "--others", "--exclude-standard", "-z").stdout
+    return sorted(set(filter(None, (tracked + untracked).split("\0"))))
+
+
+@contextmanager
+def worktree(directory: Path, revision: str, destination: Path) -> Iterator[Path]:
+    """A detached checkout of `revision` at `destination`, removed again on the way out.
+
+    Yields the folder that corresponds to `directory` in it (the platform may be a folder of a
+    larger repository)."""
+    prefix = git(directory, "rev-parse", "--show-prefix").stdout.strip()
+    git(directory, "worktree", "add", "--quiet", "--detach", str(destination), revision)
+    try:
+        yield destination / prefix
+    finally:
+        git(directory, "worktree", "remove", "--force", str(destination), check=False)
+        git(directory, "worktree", "prune", check=False)

@@ -120,6 +120,66 @@ def _network_needs(directory: Path, visiting: frozenset[Path]) -> list[str]:
     return reasons
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for child in value.values():
+            yield from _strings(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _strings(child)
+
+
+def read_directories(directory: Path) -> set[Path]:
+    """Directories holding files a build of `directory` can read: every kustomization it
+    reaches, and the folders of every file they name (patches, generator files, values).
+
+    Conservative on purpose: any string in a kustomization that names an existing path counts
+    (generator entries may be `key=path`), so a root is never thought unaffected by a file it
+    reads. Reading too much only renders a root more than needed.
+    """
+    kustomizations: set[Path] = set()
+    folders: set[Path] = set()
+    _read_directories(directory.resolve(), kustomizations, folders)
+    return kustomizations | folders
+
+
+def _read_directories(directory: Path, kustomizations: set[Path], folders: set[Path]) -> None:
+    if directory in kustomizations:
+        return
+    kustomizations.add(directory)
+    found = kustomization_file(directory)
+    if found is None:
+        return
+    for text in _strings(load_kustomization(found)):
+        for candidate in {text, text.partition("=")[2]}:
+            if not candidate or "\n" in candidate or len(candidate) > 1024 or is_remote(candidate):
+                continue
+            try:
+                target = (directory / candidate).resolve()
+                if target.is_dir():
+                    _read_directories(target, kustomizations, folders)
+                elif target.is_file():
+                    folders.add(target.parent)
+            except (OSError, ValueError):  # not a path after all (too long, NUL byte)
+                continue
+
+
+def affected_roots(
+    repository: Path, files: Iterable[str], exclude: Iterable[str] = ()
+) -> list[str]:
+    """The kustomize roots of `repository` whose build reads any of `files` (repo-relative)."""
+    directories = {(repository / file).resolve().parent for file in files}
+    if not directories:
+        return []
+    return [
+        root
+        for root in discover_roots(repository, exclude)
+        if directories & read_directories(repository / root)
+    ]
+
+
 @dataclass
 class RenderResult:
     root: str

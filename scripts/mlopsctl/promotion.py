@@ -11,16 +11,17 @@ import difflib
 import random
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from mlopsctl import gitops, inventory
+from mlopsctl import gitops, inventory, model_review
 from mlopsctl.config import Config, EnvironmentPolicy, load_config
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.gates import refusals
 from mlopsctl.github import PullRequests
-from mlopsctl.kustomize import discover_roots, kustomization_file, load_kustomization
+from mlopsctl.kustomize import affected_roots
 from mlopsctl.pins import VERSION, check_field, find_pins, set_image, set_model_version
 from mlopsctl.registry import ModelVersion, Registry
 from mlopsctl.toolchain import Toolchain
@@ -63,6 +64,9 @@ class Change(Edit):
     old_metrics: dict[str, float]
     verb: str = "promote"
     source: str = "cli"  # what asked for it: cli, rollback, webhook, reconcile
+    old_run_id: str = ""
+    # The two versions' signatures, for the reviewer; None when they could not be read.
+    signatures: tuple[Mapping[str, Any] | None, Mapping[str, Any] | None] | None = None
 
     @property
     def key(self) -> str:  # type: ignore[override]
@@ -93,6 +97,25 @@ class Change(Edit):
                 f"({'-' if old is None else f'{old:.6g}'})"
             )
         return "\n".join(lines)
+
+    def review(self, files: tuple[str, ...]) -> model_review.PinMove:
+        """What the move means, worded as `mlopsctl diff` words it (PR bodies use it)."""
+        known = self.signatures is not None
+        old_signature, new_signature = self.signatures or (None, None)
+        return model_review.PinMove(
+            self.environment,
+            self.model,
+            self.alias,
+            self.old,
+            self.new.version,
+            files,
+            model_review.VersionFacts(
+                self.old, True, self.old_run_id, self.old_metrics, old_signature, known
+            ),
+            model_review.VersionFacts(
+                self.new.version, True, self.new.run_id, self.metrics, new_signature, known
+            ),
+        )
 
     def trailers(self, mlflow_url: str) -> list[tuple[str, str]]:
         return [
@@ -222,36 +245,50 @@ def plan(
                 metrics,
                 old_metrics,
                 source=source,
+                old_run_id=old.run_id if old is not None else "",
+                signatures=_signatures(registry, located.model, old, target, signature),
             )
         )
     return changes, refused, notes
 
 
-def _referenced_directories(directory: Path, seen: set[Path]) -> set[Path]:
-    directory = directory.resolve()
-    if directory in seen:
-        return seen
-    seen.add(directory)
-    found = kustomization_file(directory)
-    if found is None:
-        return seen
-    document = load_kustomization(found)
-    for field_name in ("resources", "components"):
-        for reference in document.get(field_name) or []:
-            target = (directory / str(reference)).resolve()
-            if target.is_dir():
-                _referenced_directories(target, seen)
-    return seen
+def _signatures(
+    registry: Registry,
+    model: str,
+    old: ModelVersion | None,
+    new: ModelVersion,
+    new_signature: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+    """Both versions' signatures for the review text; None when the registry cannot serve them
+    (that only costs the reviewer a line, so it does not stop the promotion)."""
+    try:
+        old_signature = registry.signature(model, old.version) if old is not None else None
+        if new_signature is None:
+            new_signature = registry.signature(model, new.version)
+    except MlopsctlError:
+        return None
+    return old_signature, new_signature
 
 
-def affected_roots(repository: Path, files: Sequence[str], exclude: Sequence[str]) -> list[str]:
-    """The kustomize roots whose build reads any of `files`."""
-    directories = {(repository / file).resolve().parent for file in files}
-    return [
-        root
-        for root in discover_roots(repository, exclude)
-        if directories & _referenced_directories(repository / root, set())
+def pull_request_body(edits: Sequence[Edit], diff: str, trailers: Sequence[tuple[str, str]]) -> str:
+    """Model moves worded as `mlopsctl diff` words them, then the edit and the trailers."""
+    files_by_key: dict[tuple[str, str], tuple[str, ...]] = {}
+    for edit in edits:
+        files_by_key.setdefault((edit.environment, edit.key), ())
+        files_by_key[(edit.environment, edit.key)] += (edit.file,)
+    reviews = [
+        edit.review(files_by_key[(edit.environment, edit.key)])
+        for edit in {(e.environment, e.key): e for e in edits}.values()
+        if isinstance(edit, Change)
     ]
+    summary = model_review.markdown(reviews) or "\n".join(
+        f"- {summary}" for summary in dict.fromkeys(edit.summary() for edit in edits)
+    )
+    trailer_text = "\n".join(f"{key}: {value}" for key, value in trailers)
+    return (
+        f"{summary.rstrip()}\n\n<details><summary>The edit</summary>\n\n```diff\n{diff}```\n"
+        f"</details>\n\n```\n{trailer_text}\n```\n"
+    )
 
 
 def commit_message(
@@ -427,9 +464,8 @@ class Promoter:
             # Also when the branch was already there: a run killed after its push left no PR.
             pull_request = ""
             if self.pull_requests is not None:
-                trailer_text = "\n".join(f"{key}: {value}" for key, value in trailers)
                 pull_request = self.pull_requests.open_or_update(
-                    branch, base, subject, f"{body}\n\n{trailer_text}\n\n```diff\n{diff}```\n"
+                    branch, base, subject, pull_request_body(applied, diff, trailers)
                 )
             return Outcome(
                 policy.environment,

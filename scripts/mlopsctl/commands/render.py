@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from mlopsctl import kustomize, toolchain
-from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
+from mlopsctl.commands.common import (
+    add_repository_argument,
+    select_roots,
+    workspace,
+    write_atomically,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,14 +25,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="also render roots that fetch remote bases or Helm charts",
     )
     add_repository_argument(parser)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    Path(temporary).replace(path)
 
 
 def run(args: argparse.Namespace) -> int:

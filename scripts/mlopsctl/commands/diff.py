@@ -1,0 +1,125 @@
+"""`mlopsctl diff`: what a change does to the rendered manifests, resource by resource.
+
+Exit codes as `argocd app diff`: 0 no change, 1 changes, 2 an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mlopsctl import diff_report, gitops, toolchain
+from mlopsctl.commands.common import add_repository_argument, workspace, write_atomically
+from mlopsctl.errors import MlopsctlError
+from mlopsctl.registry import MlflowRegistry
+from mlopsctl.revision_diff import Revision, compare, default_base
+
+SMALLEST_COMMENT = 2_000
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "diff",
+        help="render the roots a change affects at two revisions and compare them",
+        description="Render every kustomize root that reads a changed file, at the base and "
+        "at the head, and show per root and per resource what was added, removed or changed. "
+        "Secret values are masked; fields Argo CD is told to ignore are left out. "
+        "Exit 0: no change, 1: changes, 2: an error.",
+    )
+    parser.add_argument(
+        "--base",
+        help="the revision to compare against, from where the head forked off it "
+        "(default: origin/<promotion branch>, else <promotion branch>)",
+    )
+    parser.add_argument(
+        "--head", help="the revision to review (default: the working tree, uncommitted edits too)"
+    )
+    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    parser.add_argument("--output", type=Path, help="write the report to this file, not stdout")
+    parser.add_argument(
+        "--full-diff",
+        type=Path,
+        help="also write the whole text diff to this file (the file a cut Markdown names)",
+    )
+    parser.add_argument(
+        "--max-chars",
+        type=comment_size,
+        default=diff_report.GITHUB_COMMENT_LIMIT,
+        help="the longest Markdown to write (default: GitHub's comment limit, 65536)",
+    )
+    parser.add_argument(
+        "--network", action="store_true", help="also render roots that fetch remote bases"
+    )
+    parser.add_argument(
+        "--mlflow-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="show the run metrics of moved model pins from this MLflow "
+        "(default: $MLFLOW_TRACKING_URI; without one, the versions only)",
+    )
+    add_repository_argument(parser)
+
+
+def comment_size(text: str) -> int:
+    value = int(text)
+    if value < SMALLEST_COMMENT:
+        raise argparse.ArgumentTypeError(f"must be {SMALLEST_COMMENT} or more, not {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except MlopsctlError as error:
+        # Whatever went wrong (git, rendering, arguments), diff's contract is exit code 2.
+        raise MlopsctlError(str(error)) from error
+
+
+def _run(args: argparse.Namespace) -> int:
+    space = workspace(args)
+    tools = toolchain.resolve(space.tools_dir)
+    base_name = args.base or default_base(space.repository, space.config.promotion.branch)
+    base_commit = gitops.resolve_revision(space.repository, base_name)
+    if args.head is not None:
+        head_commit = gitops.resolve_revision(space.repository, args.head)
+        head = Revision(f"{args.head} ({head_commit[:12]})", head_commit)
+    else:
+        head_commit = gitops.resolve_revision(space.repository, "HEAD")
+        head = Revision("working tree", None)
+    fork_point = gitops.merge_base(space.repository, base_commit, head_commit)
+    base = Revision(f"{base_name} ({fork_point[:12]})", fork_point)
+    registry = (
+        MlflowRegistry(args.mlflow_uri, timeout_seconds=5.0, attempts=2)
+        if args.mlflow_uri
+        else None
+    )
+    report = compare(
+        space.repository,
+        space.config,
+        tools,
+        base,
+        head,
+        allow_network=args.network,
+        registry=registry,
+        no_registry_reason="no MLflow server given (--mlflow-uri or MLFLOW_TRACKING_URI)",
+    )
+    if args.full_diff is not None:
+        write_atomically(args.full_diff, diff_report.text(report))
+    if args.format == "markdown":
+        name = args.full_diff.name if args.full_diff is not None else None
+        output, cut = diff_report.markdown(report, args.max_chars, name)
+        if cut:
+            print(
+                f"mlopsctl diff: the Markdown was cut to {args.max_chars} characters",
+                file=sys.stderr,
+            )
+    elif args.format == "json":
+        output = diff_report.as_json(report)
+    else:
+        output = diff_report.text(report)
+    if args.output is not None:
+        write_atomically(args.output, output)
+    else:
+        sys.stdout.write(output)
+    return diff_report.exit_code(report)

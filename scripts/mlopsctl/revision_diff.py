@@ -1,0 +1,181 @@
+"""Two revisions of the repository, rendered and compared: what a pull request does.
+
+Only the kustomize roots that read a changed file are rendered, at the two revisions, each in
+a git worktree of its own (the user's checkout is never switched), all in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mlopsctl import gitops, inventory, kustomize, model_review
+from mlopsctl.config import CONFIG_FILENAME, Config, load_config
+from mlopsctl.diff_report import DiffReport
+from mlopsctl.errors import MlopsctlError
+from mlopsctl.manifest_diff import (
+    IgnoreRule,
+    RootDiff,
+    application_ignore_rules,
+    diff_resources,
+    system_ignore_rules,
+)
+from mlopsctl.registry import Registry
+from mlopsctl.resources import Resource, parse_render
+from mlopsctl.toolchain import Toolchain
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One side of the comparison: a commit, or the working tree when `commit` is None."""
+
+    label: str
+    commit: str | None
+
+
+@dataclass(frozen=True)
+class Side:
+    tree: Path
+    config: Config
+    roots: frozenset[str]
+
+
+def _side(tree: Path, fallback: Config) -> Side:
+    # Each revision is read with its own settings (a change may move render.exclude).
+    config = load_config(tree) if (tree / CONFIG_FILENAME).is_file() else fallback
+    return Side(tree, config, frozenset(kustomize.discover_roots(tree, config.render_exclude)))
+
+
+@contextmanager
+def _checked_out(repository: Path, revision: Revision, scratch: Path) -> Iterator[Path]:
+    if revision.commit is None:
+        yield repository
+        return
+    with gitops.worktree(repository, revision.commit, scratch / revision.commit) as tree:
+        yield tree
+
+
+def _ignore_rules(side: Side, repository_url: str) -> dict[str, list[IgnoreRule]]:
+    """ignoreDifferences declared at this revision: per root (from the Applications that deploy
+    it) and for every root (argocd-cm). Read from the files that mention them, so roots that
+    did not change are not rendered only to find their Applications."""
+    documents: list[Resource] = []
+    for directory, files in kustomize.walk_tree(side.tree, side.config.render_exclude):
+        for name in files:
+            if not name.endswith((".yaml", ".yml")):
+                continue
+            text = (directory / name).read_text(encoding="utf-8", errors="replace")
+            if "ignoreDifferences" not in text:
+                continue
+            try:
+                documents.extend(
+                    Resource("", body)
+                    for body in yaml.safe_load_all(text)
+                    if isinstance(body, dict)
+                )
+            except yaml.YAMLError:
+                continue  # kustomize reports broken YAML where it matters, when rendering
+    by_root = application_ignore_rules(documents, repository_url)
+    everywhere = system_ignore_rules(documents)
+    return {root: [*by_root.get(root, []), *everywhere] for root in side.roots} | {"*": everywhere}
+
+
+def compare(
+    repository: Path,
+    config: Config,
+    toolchain: Toolchain,
+    base: Revision,
+    head: Revision,
+    allow_network: bool = False,
+    registry: Registry | None = None,
+    no_registry_reason: str = "no MLflow server given",
+) -> DiffReport:
+    """Render what changed between `base` and `head` and compare it resource by resource."""
+    assert base.commit is not None, "the base is always a commit"
+    changed = gitops.changed_files(repository, base.commit, head.commit)
+    with (
+        tempfile.TemporaryDirectory(prefix="mlopsctl-diff-") as scratch,
+        _checked_out(repository, base, Path(scratch)) as base_tree,
+        _checked_out(repository, head, Path(scratch)) as head_tree,
+    ):
+        before = _side(base_tree, config)
+        after = _side(head_tree, config)
+        affected = sorted(
+            set(kustomize.affected_roots(base_tree, changed, before.config.render_exclude))
+            | set(kustomize.affected_roots(head_tree, changed, after.config.render_exclude))
+        )
+        roots = _compare_roots(affected, before, after, toolchain, allow_network, config)
+        moves = model_review.pin_moves(
+            inventory.scan(base_tree, before.config.render_exclude),
+            inventory.scan(head_tree, after.config.render_exclude),
+        )
+    moves = model_review.with_facts(moves, registry, no_registry_reason)
+    return DiffReport(base.label, head.label, roots, moves, changed)
+
+
+def _compare_roots(
+    roots: Sequence[str],
+    before: Side,
+    after: Side,
+    toolchain: Toolchain,
+    allow_network: bool,
+    config: Config,
+) -> list[RootDiff]:
+    sides = (before, after)
+    jobs = [(index, root) for root in roots for index in (0, 1) if root in sides[index].roots]
+    workers = min(len(jobs), 2 * (os.cpu_count() or 1)) or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        renders = pool.map(
+            lambda job: kustomize.render_root(sides[job[0]].tree, job[1], toolchain, allow_network),
+            jobs,
+        )
+        rendered = dict(zip(jobs, renders, strict=True))
+    rules = _ignore_rules(after, config.repository_url)
+    results = []
+    for root in roots:
+        old = rendered.get((0, root))
+        new = rendered.get((1, root))
+        skipped = [result for result in (old, new) if result is not None and result.skipped]
+        if skipped:
+            results.append(
+                RootDiff(
+                    root,
+                    "not rendered",
+                    message=f"needs the network ({'; '.join(skipped[0].network)}); "
+                    "pass --network to compare it",
+                )
+            )
+            continue
+        if new is not None and new.error is not None:
+            results.append(RootDiff(root, "error", message=f"does not render: {new.error}"))
+            continue
+        warnings = []
+        old_resources: list[Resource] | None = None
+        if old is not None and old.error is not None:
+            warnings.append(f"did not render at the base ({old.error}): compared with nothing")
+            old_resources = []
+        elif old is not None:
+            old_resources = parse_render(root, old.output)
+        new_resources = parse_render(root, new.output) if new is not None else None
+        result = diff_resources(root, old_resources, new_resources, rules.get(root, rules["*"]))
+        result.warnings = warnings + result.warnings
+        results.append(result)
+    return results
+
+
+def default_base(repository: Path, branch: str) -> str:
+    """Where a pull request would merge: origin/<branch> when there is one, else <branch>."""
+    for candidate in (f"origin/{branch}", branch):
+        completed = gitops.git(
+            repository, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", check=False
+        )
+        if completed.returncode == 0:
+            return candidate
+    raise MlopsctlError(f"neither origin/{branch} nor {branch} exists here: pass --base REF")
