@@ -9,9 +9,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools
 STAMP := $(VENV)/.installed
+CLI_STAMP := $(VENV)/.installed-cli
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint typecheck setup system tools render validate clean
+.PHONY: demo test bench lint typecheck setup cli system tools render validate clean
 
 demo: setup
 	$(BIN)/python scripts/demo.py
@@ -26,6 +27,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		-c requirements/constraints.txt -e '.[dev]'
+	@touch $@
+
+# Only mlopsctl and its pinned tools, for the workflows that run it (no test dependencies).
+cli: $(CLI_STAMP)
+	$(BIN)/mlopsctl tools install
+
+$(CLI_STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c requirements/constraints.txt -e .
 	@touch $@
 
 tools: $(TOOLS)/bin/kubectl

@@ -1,8 +1,10 @@
-"""A thin stand-in for the three GitHub REST endpoints mlopsctl uses for pull requests.
+"""A thin stand-in for the GitHub REST endpoints mlopsctl uses for pull requests and comments.
 
 GitHub cannot be reached from the test machine, so this serves, on loopback, exactly:
-GET /repos/{owner}/{name}/pulls?head=&base=&state=open, POST /repos/{owner}/{name}/pulls and
-PATCH /repos/{owner}/{name}/pulls/{number}, with GitHub's field names, and checks the token.
+GET /repos/{owner}/{name}/pulls?head=&base=&state=open, POST /repos/{owner}/{name}/pulls,
+PATCH /repos/{owner}/{name}/pulls/{number}, GET and POST /repos/{owner}/{name}/issues/{number}/
+comments (paged by per_page and page) and PATCH /repos/{owner}/{name}/issues/comments/{id},
+with GitHub's field names, and checks the token.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ REPOSITORY = "example-org/mlops-platform"
 class GitHubStandIn:
     url: str = ""
     pulls: list[dict[str, Any]] = field(default_factory=list)
+    comments: list[dict[str, Any]] = field(default_factory=list)  # every pull request's
     requests: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
     prefix = f"/repos/{REPOSITORY}/pulls"
+    issues = f"/repos/{REPOSITORY}/issues/"
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *_args: object) -> None:
@@ -60,6 +64,12 @@ def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
                 return
             parsed = urllib.parse.urlparse(self.path)
             query = dict(urllib.parse.parse_qsl(parsed.query))
+            if parsed.path.startswith(issues):
+                number = int(parsed.path.removeprefix(issues).split("/")[0])
+                size, page = int(query.get("per_page", "30")), int(query.get("page", "1"))
+                on_pull = [c for c in state.comments if c["issue"] == number]
+                self._answer(200, on_pull[(page - 1) * size : page * size])
+                return
             owner = REPOSITORY.split("/")[0]
             matching = [
                 pull
@@ -74,6 +84,17 @@ def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
             if not self._authorised():
                 return
             payload = self._json()
+            if self.path.startswith(issues):
+                identifier = len(state.comments) + 1
+                comment = {
+                    "id": identifier,
+                    "issue": int(self.path.removeprefix(issues).split("/")[0]),
+                    "body": payload["body"],
+                    "html_url": f"https://github.example.test/comment/{identifier}",
+                }
+                state.comments.append(comment)
+                self._answer(201, comment)
+                return
             number = len(state.pulls) + 1
             pull = {
                 "number": number,
@@ -89,6 +110,11 @@ def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
 
         def do_PATCH(self) -> None:
             if not self._authorised():
+                return
+            if self.path.startswith(issues + "comments/"):
+                comment = state.comments[int(self.path.rsplit("/", 1)[1]) - 1]
+                comment.update(self._json())
+                self._answer(200, comment)
                 return
             number = int(self.path.removeprefix(prefix + "/"))
             pull = state.pulls[number - 1]

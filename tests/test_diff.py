@@ -378,3 +378,36 @@ def test_a_head_that_does_not_render_is_an_error_naming_the_root(cli, platform: 
     assert result.exit_code == 2
     assert "overlays/local/streamlit: error: does not render" in result.stdout
     assert len(git(platform.checkout, "worktree", "list").splitlines()) == 1
+
+
+def test_the_pull_request_gets_one_comment_updated_in_place(
+    cli, platform: Platform, github, monkeypatch
+):
+    from tests.github_standin import REPOSITORY, TOKEN
+
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_API_URL", github.url)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPOSITORY)
+    # Someone else's comments come first, more than a page of them.
+    github.comments.extend(
+        {"id": n, "issue": 7, "body": f"looks good {n}", "html_url": f"u{n}"} for n in range(1, 121)
+    )
+    branch(platform.checkout, "bump")
+    edit(platform.checkout, STREAMLIT, "newTag: 0.1.0", "newTag: 0.2.0")
+    commit_all(platform.checkout, "0.2.0")
+    first = diff(cli, platform, "--head", "bump", "--comment-on", "7")
+    assert first.exit_code == 1, first.stderr
+    assert "mlopsctl diff: comment https://github.example.test/comment/121" in first.stderr
+    edit(platform.checkout, STREAMLIT, "newTag: 0.2.0", "newTag: 0.3.0")
+    commit_all(platform.checkout, "0.3.0")
+    second = diff(cli, platform, "--head", "bump", "--comment-on", "7")
+    assert second.exit_code == 1, second.stderr
+    ours = [c for c in github.comments if c["body"].startswith("<!-- mlopsctl-diff -->")]
+    assert len(ours) == 1 and len(github.comments) == 121
+    assert "streamlit:0.3.0" in ours[0]["body"] and "streamlit:0.2.0" not in ours[0]["body"]
+    # The terminal still gets the text format.
+    assert second.stdout.startswith("mlopsctl diff: main (")
+    monkeypatch.delenv("GITHUB_TOKEN")
+    missing = diff(cli, platform, "--head", "bump", "--comment-on", "7")
+    assert missing.exit_code == 2
+    assert "--comment-on needs GITHUB_TOKEN" in missing.stderr

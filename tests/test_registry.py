@@ -53,3 +53,31 @@ def test_retries_are_bounded_and_counted():
 def test_a_tracking_uri_that_is_not_http_is_refused(uri: str):
     with pytest.raises(RegistryError, match="is not an http"):
         MlflowRegistry(uri)
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"MLFLOW_TRACKING_TOKEN": "t0k3n"}, "Bearer t0k3n"),
+        (
+            {"MLFLOW_TRACKING_USERNAME": "ci", "MLFLOW_TRACKING_PASSWORD": "pw"},
+            "Basic Y2k6cHc=",  # base64 of "ci:pw"
+        ),
+        ({}, ""),
+    ],
+)
+def test_mlflows_own_credential_variables_are_sent(monkeypatch, environment, expected):
+    seen: list[str] = []
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.reply(404, b'{"error_code": "RESOURCE_DOES_NOT_EXIST"}')
+
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with serving(Handler) as url:
+        assert MlflowRegistry(url).version("m", "1") is None
+    assert seen == [expected]

@@ -68,6 +68,19 @@ def test_a_token_reaches_the_git_server_as_a_header_not_in_the_url(recording_git
     assert "s3cr3t-token" not in completed.stderr
 
 
+def test_the_cli_takes_the_token_from_the_environment_as_the_service_does(
+    recording_git_server, cli, monkeypatch: pytest.MonkeyPatch
+):
+    from tests.conftest import REPOSITORY
+
+    url, seen = recording_git_server
+    monkeypatch.setenv("MLOPSCTL_GIT_TOKEN", "workflow-token")
+    result = cli("set-image", "streamlit", "9.9.9", "--repo", str(REPOSITORY), "--remote", url)
+    assert result.exit_code == 4  # the stand-in refuses the clone
+    assert "Basic " + base64.b64encode(b"x-access-token:workflow-token").decode() in seen
+    assert "workflow-token" not in result.stderr
+
+
 def test_an_ssh_key_file_is_used_without_prompts(tmp_path: Path):
     key = tmp_path / "key with space"
     gitops.use_credentials(ssh_key_file=str(key), known_hosts_file=str(tmp_path / "known_hosts"))

@@ -1,4 +1,5 @@
-"""Pull requests on GitHub, through its REST API: one open PR per promotion branch."""
+"""Pull requests on GitHub, through its REST API: one open PR per promotion branch, and one
+mlopsctl comment per pull request, updated in place."""
 
 from __future__ import annotations
 
@@ -77,4 +78,26 @@ class PullRequests:
         created = self._call(
             "POST", "/pulls", {"title": title, "head": branch, "base": base, "body": body}
         )
+        return str(created["html_url"])
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> str:
+        """The URL of the one comment on pull request `number` that starts with `marker`,
+        created or replaced by `body` (so each push updates it instead of adding another)."""
+        if not body.startswith(marker):
+            raise GitHubError("a comment to keep up to date must start with its marker")
+        page = 1
+        while True:
+            comments = self._call("GET", f"/issues/{number}/comments?per_page=100&page={page}")
+            if not isinstance(comments, list):
+                raise GitHubError("GitHub answered the comment listing with something not a list")
+            for comment in comments:
+                if isinstance(comment, dict) and str(comment.get("body", "")).startswith(marker):
+                    updated = self._call(
+                        "PATCH", f"/issues/comments/{comment['id']}", {"body": body}
+                    )
+                    return str(updated["html_url"])
+            if len(comments) < 100:
+                break
+            page += 1
+        created = self._call("POST", f"/issues/{number}/comments", {"body": body})
         return str(created["html_url"])

@@ -6,13 +6,15 @@ retries and a count of the calls it makes. Everything a registry answers is chec
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import random
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +54,19 @@ class Registry(Protocol):
 _NOT_FOUND = object()
 
 
+def authorization_from(environment: Mapping[str, str]) -> str:
+    """The Authorization header MLflow's client would send: MLFLOW_TRACKING_TOKEN (bearer), or
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (basic); empty without them."""
+    token = environment.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return f"Bearer {token}"
+    username = environment.get("MLFLOW_TRACKING_USERNAME")
+    if username:
+        password = environment.get("MLFLOW_TRACKING_PASSWORD", "")
+        return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    return ""
+
+
 @dataclass
 class MlflowRegistry:
     base_url: str
@@ -60,12 +75,20 @@ class MlflowRegistry:
     backoff_seconds: float = 0.5
     calls: int = 0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    # MLflow's own client variables, so one set of credentials serves both.
+    authorization: str = field(default_factory=lambda: authorization_from(os.environ), repr=False)
 
     def __post_init__(self) -> None:
         parsed = urllib.parse.urlparse(self.base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise RegistryError(f"MLflow tracking URI {self.base_url!r} is not an http(s) URL")
         self.base_url = self.base_url.rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        return headers
 
     def _request(
         self,
@@ -80,9 +103,7 @@ class MlflowRegistry:
         last_problem = ""
         for attempt in range(1, self.attempts + 1):
             self.calls += 1
-            request = urllib.request.Request(
-                url, data=data, method=method, headers={"Content-Type": "application/json"}
-            )
+            request = urllib.request.Request(url, data=data, method=method, headers=self._headers())
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                     body = response.read()
@@ -177,9 +198,8 @@ class MlflowRegistry:
         url = f"/api/2.0/mlflow-artifacts/artifacts/{path}"
         self.calls += 1
         try:
-            with urllib.request.urlopen(
-                f"{self.base_url}{url}", timeout=self.timeout_seconds
-            ) as response:
+            request = urllib.request.Request(f"{self.base_url}{url}", headers=self._headers())
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                 mlmodel = yaml.safe_load(response.read())
         except urllib.error.HTTPError as error:
             if error.code == 404:

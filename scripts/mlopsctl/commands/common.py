@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlopsctl import gitops
 from mlopsctl.config import Config, find_repository_root, load_config
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.github import PullRequests, repository_slug
@@ -127,6 +128,10 @@ def positive_integer(text: str) -> int:
 
 
 def landing(args: argparse.Namespace, remote: str) -> Landing:
+    # The same credentials the service takes (workflows pass their token this way).
+    gitops.use_credentials(
+        os.environ.get("MLOPSCTL_GIT_TOKEN"), os.environ.get("MLOPSCTL_SSH_KEY_FILE")
+    )
     return Landing(
         dry_run=getattr(args, "dry_run", False),
         max_attempts=args.max_attempts,

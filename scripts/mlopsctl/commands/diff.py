@@ -11,7 +11,12 @@ import sys
 from pathlib import Path
 
 from mlopsctl import diff_report, gitops, toolchain
-from mlopsctl.commands.common import add_repository_argument, workspace, write_atomically
+from mlopsctl.commands.common import (
+    add_repository_argument,
+    pull_requests_from_environment,
+    workspace,
+    write_atomically,
+)
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.revision_diff import Revision, compare, default_base
@@ -57,6 +62,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=os.environ.get("MLFLOW_TRACKING_URI"),
         help="show the run metrics of moved model pins from this MLflow "
         "(default: $MLFLOW_TRACKING_URI; without one, the versions only)",
+    )
+    parser.add_argument(
+        "--comment-on",
+        type=int,
+        metavar="PULL_REQUEST",
+        help="post the Markdown as the one mlopsctl comment on this pull request, or update it "
+        "(needs $GITHUB_TOKEN; $GITHUB_REPOSITORY and $GITHUB_API_URL as in GitHub Actions)",
     )
     add_repository_argument(parser)
 
@@ -106,14 +118,20 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.full_diff is not None:
         write_atomically(args.full_diff, diff_report.text(report))
+    name = args.full_diff.name if args.full_diff is not None else None
+    comment, cut = diff_report.markdown(report, args.max_chars, name)
+    if cut and (args.format == "markdown" or args.comment_on is not None):
+        print(
+            f"mlopsctl diff: the Markdown was cut to {args.max_chars} characters", file=sys.stderr
+        )
+    if args.comment_on is not None:
+        pull_requests = pull_requests_from_environment(space.config.repository_url)
+        if pull_requests is None:
+            raise MlopsctlError("--comment-on needs GITHUB_TOKEN in the environment")
+        url = pull_requests.upsert_comment(args.comment_on, diff_report.COMMENT_MARKER, comment)
+        print(f"mlopsctl diff: comment {url}", file=sys.stderr)
     if args.format == "markdown":
-        name = args.full_diff.name if args.full_diff is not None else None
-        output, cut = diff_report.markdown(report, args.max_chars, name)
-        if cut:
-            print(
-                f"mlopsctl diff: the Markdown was cut to {args.max_chars} characters",
-                file=sys.stderr,
-            )
+        output = comment
     elif args.format == "json":
         output = diff_report.as_json(report)
     else:
