@@ -349,6 +349,9 @@ def test_no_change_exits_zero(cli, platform: Platform):
     result = diff(cli, platform, "--head", "docs")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "no change to any rendered resource" in result.stdout
+    # The same commit on both sides, and a clean working tree against its own branch.
+    assert diff(cli, platform, "--head", "main").exit_code == 0
+    assert cli("diff", "--repo", str(platform.checkout), "--base", "docs").exit_code == 0
 
 
 @pytest.mark.parametrize(

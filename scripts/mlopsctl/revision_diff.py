@@ -54,11 +54,11 @@ def _side(tree: Path, fallback: Config) -> Side:
 
 
 @contextmanager
-def _checked_out(repository: Path, revision: Revision, scratch: Path) -> Iterator[Path]:
+def _checked_out(repository: Path, revision: Revision, destination: Path) -> Iterator[Path]:
     if revision.commit is None:
         yield repository
         return
-    with gitops.worktree(repository, revision.commit, scratch / revision.commit) as tree:
+    with gitops.worktree(repository, revision.commit, destination) as tree:
         yield tree
 
 
@@ -102,8 +102,8 @@ def compare(
     changed = gitops.changed_files(repository, base.commit, head.commit)
     with (
         tempfile.TemporaryDirectory(prefix="mlopsctl-diff-") as scratch,
-        _checked_out(repository, base, Path(scratch)) as base_tree,
-        _checked_out(repository, head, Path(scratch)) as head_tree,
+        _checked_out(repository, base, Path(scratch) / "base") as base_tree,
+        _checked_out(repository, head, Path(scratch) / "head") as head_tree,
     ):
         before = _side(base_tree, config)
         after = _side(head_tree, config)
