@@ -246,7 +246,10 @@ def plan(
                 old_metrics,
                 source=source,
                 old_run_id=old.run_id if old is not None else "",
-                signatures=_signatures(registry, located.model, old, target, signature),
+                # Only pull requests show them; a direct commit does not pay for the reads.
+                signatures=_signatures(registry, located.model, old, target, signature)
+                if policy.mode == "pull-request"
+                else None,
             )
         )
     return changes, refused, notes
