@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import os
 import re
 import shutil
@@ -193,29 +192,31 @@ def show_results(
     branch = f"mlopsctl/promote/production/{MODEL}"
     print(git("log", "-1", "--format=%h %s", branch, cwd=remote), end="", flush=True)
 
-    say("what the two local promotions changed in the rendered overlay")
-    commits = git("log", "--grep=^promote(local)", "--format=%H", "main", cwd=remote).split()
-    newest, oldest = commits[0], commits[-1]
-    renders = []
-    for revision in (f"{oldest}~1", newest):
-        git("checkout", "--quiet", revision, cwd=view)
-        renders.append(
-            run(
-                BIN / "mlopsctl",
-                "render",
-                "--repo",
-                view,
-                view / "overlays/local/model-server",
-                env=environment,
-            )
-        )
-    diff = difflib.unified_diff(
-        renders[0].splitlines(keepends=True),
-        renders[1].splitlines(keepends=True),
-        "overlays/local/model-server before the first promotion",
-        "after the second",
+    say("the second local promotion as a reviewer sees it (mlopsctl diff, as on a pull request)")
+    newest = git("log", "-1", "--grep=^promote(local)", "--format=%H", "main", cwd=remote).strip()
+    git("checkout", "--quiet", newest, cwd=view)
+    review = subprocess.run(
+        [
+            BIN / "mlopsctl",
+            "diff",
+            "--repo",
+            view,
+            "--base",
+            "HEAD~1",
+            "--head",
+            "HEAD",
+            "--mlflow-uri",
+            server.url,
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
     )
-    print("".join(diff), end="", flush=True)
+    # Exit 1 means "there are changes", which is the point here; 2 is a failure.
+    if review.returncode not in (0, 1):
+        raise RuntimeError(f"mlopsctl diff failed: {review.stderr}")
+    print(review.stdout, end="", flush=True)
 
 
 def serve_until_interrupted(

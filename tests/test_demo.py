@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,7 +102,10 @@ def test_the_demo_promotes_twice_then_proposes_production_then_serves(tmp_path: 
     assert pin("overlays/production/model-server/kustomization.yaml", branch) == "2"
     # What the demo prints for people: status, trailers, the rendered diff; and it cleaned up.
     assert "mlopsctl status" in output and "in sync" in output
-    assert "-  MODEL_URI: models:/iris-classifier/0" in output
+    # The second local promotion through mlopsctl diff: versions, metrics, the rendered change.
+    assert "model iris-classifier in local: v1 → v2 (follows @challenger)" in output
+    assert re.search(r"metric +v1 +v2 +delta", output) and "signature: unchanged" in output
+    assert "-  MODEL_URI: models:/iris-classifier/1" in output
     assert "+  MODEL_URI: models:/iris-classifier/2" in output
     for process in (
         "the promoter",

@@ -48,6 +48,14 @@ class DiffReport:
         )
 
 
+def _files_and_roots(report: DiffReport) -> str:
+    files, roots = len(report.changed_files), len(report.roots)
+    return (
+        f"{files} file{'' if files == 1 else 's'} changed; "
+        f"{roots} kustomize root{' reads' if roots == 1 else 's read'} them"
+    )
+
+
 def _root_line(root: RootDiff) -> str:
     counts = f"{root.count('added')} added, {root.count('changed')} changed, "
     counts += f"{root.count('removed')} removed"
@@ -69,9 +77,8 @@ def text(report: DiffReport) -> str:
     added, changed, removed = report.totals()
     lines = [
         f"mlopsctl diff: {report.base} -> {report.head}",
-        f"{len(report.changed_files)} files changed; "
-        f"{len(report.roots)} kustomize roots read them; "
-        f"resources: {added} added, {changed} changed, {removed} removed",
+        f"{_files_and_roots(report)}; resources: {added} added, {changed} changed, "
+        f"{removed} removed",
     ]
     if report.moves:
         lines += ["", model_review.text(report.moves).rstrip()]
@@ -153,10 +160,10 @@ def markdown_summary(report: DiffReport) -> str:
         ]
         lines.append("")
     lines.append(
-        f"{len(report.changed_files)} files changed, {len(report.roots)} kustomize roots read "
-        f"them: **{added} added, {changed} changed, {removed} removed** resources."
+        f"{_files_and_roots(report)}: **{added} added, {changed} changed, {removed} removed** "
+        "resources."
         if report.has_changes or report.has_errors
-        else f"{len(report.changed_files)} files changed; no rendered resource changes."
+        else f"{_files_and_roots(report)}; no rendered resource changes."
     )
     problems = [
         f"- `{root.root}`: {root.status}: {_escape(root.message)}"
