@@ -291,6 +291,27 @@ def test_fields_the_application_ignores_are_left_out(cli, platform: Platform):
     assert roots_of(document)["overlays/staging/model-server"]["status"] == "changed"
 
 
+def test_ignore_differences_from_shared_application_defaults(cli, platform: Platform):
+    # apps/local patches every Application with application-defaults.yaml: a rule there has no
+    # source path of its own, and reaches the model server's Application through the patch.
+    edit(
+        platform.checkout,
+        "apps/local/application-defaults.yaml",
+        "spec:\n",
+        "spec:\n"
+        "  ignoreDifferences:\n"
+        "    - group: apps\n"
+        "      kind: Deployment\n"
+        "      jsonPointers: [/spec/replicas, /spec/template/metadata/annotations]\n",
+    )
+    commit_all(platform.checkout, "replicas belong to autoscalers everywhere")
+    _scale_model_server_on_a_branch(platform)
+    exit_code, document = diff_json(cli, platform, "--head", "scale")
+    assert exit_code == 0, json.dumps(document["roots"], indent=1)[:4000]
+    # The apps root was rendered only to read the rules: it is not part of the comparison.
+    assert list(roots_of(document)) == ["overlays/local/model-server"]
+
+
 def test_argocd_cm_ignore_differences_apply_to_every_application(cli, platform: Platform):
     patch = platform.checkout / "base/argocd-settings/argocd-cm-patch.yaml"
     document = yaml.safe_load(patch.read_text())

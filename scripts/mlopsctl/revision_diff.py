@@ -27,6 +27,7 @@ from mlopsctl.manifest_diff import (
     diff_resources,
     system_ignore_rules,
 )
+from mlopsctl.policies import application_sources
 from mlopsctl.registry import Registry
 from mlopsctl.resources import Resource, parse_render
 from mlopsctl.toolchain import Toolchain
@@ -62,29 +63,57 @@ def _checked_out(repository: Path, revision: Revision, destination: Path) -> Ite
         yield tree
 
 
-def _ignore_rules(side: Side, repository_url: str) -> dict[str, list[IgnoreRule]]:
+def _ignore_rules(
+    side: Side, repository_url: str, toolchain: Toolchain
+) -> dict[str, list[IgnoreRule]]:
     """ignoreDifferences declared at this revision: per root (from the Applications that deploy
-    it) and for every root (argocd-cm). Read from the files that mention them, so roots that
-    did not change are not rendered only to find their Applications."""
+    it) and for every root (argocd-cm).
+
+    Read from the files that mention them, so roots that did not change are not rendered only to
+    find their Applications; a file that only patches Applications (shared defaults) has no
+    source path of its own, so the roots that read it are rendered to see the result.
+    """
     documents: list[Resource] = []
+    patches: list[str] = []
     for directory, files in kustomize.walk_tree(side.tree, side.config.render_exclude):
         for name in files:
             if not name.endswith((".yaml", ".yml")):
                 continue
-            text = (directory / name).read_text(encoding="utf-8", errors="replace")
+            path = directory / name
+            text = path.read_text(encoding="utf-8", errors="replace")
             if "ignoreDifferences" not in text:
                 continue
             try:
-                documents.extend(
+                found = [
                     Resource("", body)
                     for body in yaml.safe_load_all(text)
                     if isinstance(body, dict)
-                )
+                ]
             except yaml.YAMLError:
                 continue  # kustomize reports broken YAML where it matters, when rendering
+            documents.extend(found)
+            if any(_patches_applications(resource) for resource in found):
+                patches.append(path.relative_to(side.tree).as_posix())
     by_root = application_ignore_rules(documents, repository_url)
+    for root in kustomize.affected_roots(side.tree, patches, side.config.render_exclude):
+        result = kustomize.render_root(side.tree, root, toolchain, allow_network=False)
+        if result.rendered:
+            rendered = application_ignore_rules(parse_render(root, result.output), repository_url)
+            for deployed_root, rules in rendered.items():
+                by_root.setdefault(deployed_root, []).extend(rules)
     everywhere = system_ignore_rules(documents)
     return {root: [*by_root.get(root, []), *everywhere] for root in side.roots} | {"*": everywhere}
+
+
+def _patches_applications(resource: Resource) -> bool:
+    """An Application document with ignoreDifferences but no source path: a patch of others."""
+    spec = resource.body.get("spec")
+    return (
+        resource.kind == "Application"
+        and isinstance(spec, dict)
+        and "ignoreDifferences" in spec
+        and not any("path" in source for _field, source in application_sources(resource))
+    )
 
 
 def compare(
@@ -137,7 +166,7 @@ def _compare_roots(
             jobs,
         )
         rendered = dict(zip(jobs, renders, strict=True))
-    rules = _ignore_rules(after, config.repository_url)
+    rules = _ignore_rules(after, config.repository_url, toolchain)
     results = []
     for root in roots:
         old = rendered.get((0, root))
