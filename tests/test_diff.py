@@ -435,3 +435,9 @@ def test_the_pull_request_gets_one_comment_updated_in_place(
     missing = diff(cli, platform, "--head", "bump", "--comment-on", "7")
     assert missing.exit_code == 2
     assert "--comment-on needs GITHUB_TOKEN" in missing.stderr
+
+
+def test_outside_a_git_repository_it_says_so(cli, platform_copy: Path):
+    result = cli("diff", "--repo", str(platform_copy), "--base", "main")
+    assert result.exit_code == 2
+    assert f"{platform_copy} is not inside a git repository" in result.stderr

@@ -188,6 +188,8 @@ def resolve_revision(directory: Path, revision: str) -> str:
     """The commit `revision` names, or an error that says which revision is unknown."""
     if revision.startswith("-"):
         raise MlopsctlError(f"revision {revision!r} is not a revision (it starts with '-')")
+    if git(directory, "rev-parse", "--git-dir", check=False).returncode != 0:
+        raise MlopsctlError(f"{directory} is not inside a git repository")
     completed = git(
         directory, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False
     )
