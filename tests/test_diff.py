@@ -256,12 +256,23 @@ def test_without_ignore_differences_the_fields_are_compared(cli, platform: Platf
     assert "example.com/restarted-at" in deployment["diff"]
 
 
+def _scaling_with_a_rule(cli, platform: Platform, file: str, after: str, rule: str) -> dict:
+    """Commit `rule` after the line `after` in `file`, scale the model server on a branch, and
+    return the diff, which must show no change."""
+    edit(platform.checkout, file, after, after + rule)
+    commit_all(platform.checkout, "ignore what an autoscaler owns")
+    _scale_model_server_on_a_branch(platform)
+    exit_code, document = diff_json(cli, platform, "--head", "scale")
+    assert exit_code == 0, json.dumps(document["roots"], indent=1)[:4000]
+    return document
+
+
 def test_fields_the_application_ignores_are_left_out(cli, platform: Platform):
-    edit(
-        platform.checkout,
+    document = _scaling_with_a_rule(
+        cli,
+        platform,
         "apps/local/model-server.yaml",
         "  project: platform\n",
-        "  project: platform\n"
         "  ignoreDifferences:\n"
         "    - group: apps\n"
         "      kind: Deployment\n"
@@ -271,11 +282,7 @@ def test_fields_the_application_ignores_are_left_out(cli, platform: Platform):
         "      jqPathExpressions:\n"
         '        - .spec.template.metadata.annotations["example.com/restarted-at"]\n',
     )
-    commit_all(platform.checkout, "let an autoscaler own replicas")
-    _scale_model_server_on_a_branch(platform)
-    exit_code, document = diff_json(cli, platform, "--head", "scale")
     # Argo CD would show no difference, so neither does mlopsctl diff.
-    assert exit_code == 0, json.dumps(document["roots"], indent=1)[:4000]
     assert roots_of(document)["overlays/local/model-server"]["status"] == "unchanged"
     # The same change in staging, where no Application ignores it, is still shown.
     edit(
@@ -294,20 +301,16 @@ def test_fields_the_application_ignores_are_left_out(cli, platform: Platform):
 def test_ignore_differences_from_shared_application_defaults(cli, platform: Platform):
     # apps/local patches every Application with application-defaults.yaml: a rule there has no
     # source path of its own, and reaches the model server's Application through the patch.
-    edit(
-        platform.checkout,
+    document = _scaling_with_a_rule(
+        cli,
+        platform,
         "apps/local/application-defaults.yaml",
         "spec:\n",
-        "spec:\n"
         "  ignoreDifferences:\n"
         "    - group: apps\n"
         "      kind: Deployment\n"
         "      jsonPointers: [/spec/replicas, /spec/template/metadata/annotations]\n",
     )
-    commit_all(platform.checkout, "replicas belong to autoscalers everywhere")
-    _scale_model_server_on_a_branch(platform)
-    exit_code, document = diff_json(cli, platform, "--head", "scale")
-    assert exit_code == 0, json.dumps(document["roots"], indent=1)[:4000]
     # The apps root was rendered only to read the rules: it is not part of the comparison.
     assert list(roots_of(document)) == ["overlays/local/model-server"]
 
