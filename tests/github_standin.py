@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.loopback import serving
+from tests.loopback import QuietHandler, serving
 
 TOKEN = "test-token"
 REPOSITORY = "example-org/mlops-platform"
@@ -36,17 +36,9 @@ def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
     prefix = f"/repos/{REPOSITORY}/pulls"
     issues = f"/repos/{REPOSITORY}/issues/"
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *_args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def _answer(self, status: int, payload: Any) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(status, json.dumps(payload).encode())
 
         def _authorised(self) -> bool:
             state.requests.append((self.command, self.path))

@@ -56,14 +56,14 @@ def _files_and_roots(report: DiffReport) -> str:
     )
 
 
-def _root_line(root: RootDiff) -> str:
+def _root_summary(root: RootDiff) -> str:
     counts = f"{root.count('added')} added, {root.count('changed')} changed, "
     counts += f"{root.count('removed')} removed"
     if root.status in ("added", "removed"):
-        return f"{root.root}: root {root.status} ({counts})"
+        return f"root {root.status} ({counts})"
     if root.status in ("error", "not rendered"):
-        return f"{root.root}: {root.status}: {root.message}"
-    return f"{root.root}: {counts}"
+        return f"{root.status}: {root.message}"
+    return counts
 
 
 def _resource_heading(resource: ResourceDiff) -> str:
@@ -83,7 +83,7 @@ def text(report: DiffReport) -> str:
     if report.moves:
         lines += ["", model_review.text(report.moves).rstrip()]
     for root in report.shown_roots:
-        lines += ["", f"=== {_root_line(root)}"]
+        lines += ["", f"=== {root.root}: {_root_summary(root)}"]
         lines += [f"warning: {warning}" for warning in root.warnings]
         for resource in root.resources:
             lines += [f"--- {_resource_heading(resource)}", resource.diff.rstrip("\n")]
@@ -204,7 +204,7 @@ def markdown(
     for root, resource_blocks in blocks:
         opening = (
             f"\n<details><summary><code>{_escape(root.root)}</code>: "
-            f"{_escape(_root_line(root).partition(': ')[2])}</summary>\n\n"
+            f"{_escape(_root_summary(root))}</summary>\n\n"
         )
         closing = "</details>\n"
         section = opening

@@ -190,12 +190,17 @@ def resolve_revision(directory: Path, revision: str) -> str:
         raise MlopsctlError(f"revision {revision!r} is not a revision (it starts with '-')")
     if git(directory, "rev-parse", "--git-dir", check=False).returncode != 0:
         raise MlopsctlError(f"{directory} is not inside a git repository")
+    commit = commit_of(directory, revision)
+    if commit is None:
+        raise MlopsctlError(f"revision {revision!r} does not name a commit in {directory}")
+    return commit
+
+
+def commit_of(directory: Path, revision: str) -> str | None:
     completed = git(
         directory, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False
     )
-    if completed.returncode != 0:
-        raise MlopsctlError(f"revision {revision!r} does not name a commit in {directory}")
-    return completed.stdout.strip()
+    return completed.stdout.strip() if completed.returncode == 0 else None
 
 
 def merge_base(directory: Path, first: str, second: str) -> str:

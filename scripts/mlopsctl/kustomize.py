@@ -167,17 +167,18 @@ def _read_directories(directory: Path, kustomizations: set[Path], folders: set[P
 
 
 def affected_roots(
-    repository: Path, files: Iterable[str], exclude: Iterable[str] = ()
+    repository: Path,
+    files: Iterable[str],
+    exclude: Iterable[str] = (),
+    roots: Iterable[str] | None = None,
 ) -> list[str]:
-    """The kustomize roots of `repository` whose build reads any of `files` (repo-relative)."""
+    """The kustomize roots of `repository` (`roots` when the caller has found them already)
+    whose build reads any of `files` (repo-relative)."""
     directories = {(repository / file).resolve().parent for file in files}
     if not directories:
         return []
-    return [
-        root
-        for root in discover_roots(repository, exclude)
-        if directories & read_directories(repository / root)
-    ]
+    candidates = discover_roots(repository, exclude) if roots is None else sorted(roots)
+    return [root for root in candidates if directories & read_directories(repository / root)]
 
 
 @dataclass

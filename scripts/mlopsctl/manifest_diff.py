@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -369,7 +369,7 @@ class RootDiff:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.resources) or self.status in ("not rendered",)
+        return bool(self.resources) or self.status == "not rendered"
 
 
 def _unified(before: str, after: str, label: str) -> str:
@@ -383,27 +383,27 @@ def _unified(before: str, after: str, label: str) -> str:
     )
 
 
-def _pair_generated_names(
-    removed: list[ResourceKey], added: list[ResourceKey]
-) -> Iterator[tuple[ResourceKey, ResourceKey]]:
-    def stem(key: ResourceKey) -> tuple[str, str, str, str] | None:
+def _by_generated_stem(keys: Iterable[ResourceKey]) -> dict[tuple[str, ...], list[ResourceKey]]:
+    """Generated ConfigMaps and Secrets grouped by their name without the hash suffix."""
+    grouped: dict[tuple[str, ...], list[ResourceKey]] = {}
+    for key in keys:
         match = _GENERATED_NAME.match(key.name)
-        if match is None or key.group != "" or key.kind not in ("ConfigMap", "Secret"):
-            return None
-        return (key.group, key.kind, key.namespace, match.group("stem"))
+        if match is not None and key.group == "" and key.kind in ("ConfigMap", "Secret"):
+            grouped.setdefault((key.kind, key.namespace, match.group("stem")), []).append(key)
+    return grouped
 
-    removed_by_stem: dict[tuple[str, str, str, str], list[ResourceKey]] = {}
-    for key in removed:
-        if (found := stem(key)) is not None:
-            removed_by_stem.setdefault(found, []).append(key)
-    added_by_stem: dict[tuple[str, str, str, str], list[ResourceKey]] = {}
-    for key in added:
-        if (found := stem(key)) is not None:
-            added_by_stem.setdefault(found, []).append(key)
-    for found, old_keys in removed_by_stem.items():
-        new_keys = added_by_stem.get(found, [])
-        if len(old_keys) == 1 and len(new_keys) == 1:
-            yield old_keys[0], new_keys[0]
+
+def _renamed(
+    removed: list[ResourceKey], added: list[ResourceKey]
+) -> dict[ResourceKey, ResourceKey]:
+    """New key -> old key, for generated objects whose name changed only in its hash suffix
+    (one candidate on each side: no guessing)."""
+    added_by_stem = _by_generated_stem(added)
+    return {
+        new_keys[0]: old_keys[0]
+        for stem, old_keys in _by_generated_stem(removed).items()
+        if len(old_keys) == 1 and len(new_keys := added_by_stem.get(stem, [])) == 1
+    }
 
 
 def _index(resources: Iterable[Resource]) -> dict[ResourceKey, dict[str, Any]]:
@@ -423,12 +423,13 @@ def diff_resources(
     warnings: set[str] = set()
     removed = sorted(set(old) - set(new))
     added = sorted(set(new) - set(old))
-    pairs = dict(_pair_generated_names(removed, added))
+    renamed = _renamed(removed, added)
+    shown_with_new_name = set(renamed.values())
     results: list[ResourceDiff] = []
     for key in sorted(set(old) | set(new)):
-        if key in pairs:  # shown with its renamed counterpart
+        if key in shown_with_new_name:
             continue
-        renamed_from = next((old_key for old_key, new_key in pairs.items() if new_key == key), None)
+        renamed_from = renamed.get(key)
         old_key = renamed_from or key
         old_body = old.get(old_key)
         new_body = new.get(key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlopsctl.errors import MlopsctlError
@@ -94,26 +94,15 @@ def facts(registry: Registry, model: str, version: str) -> VersionFacts:
 
 def with_facts(moves: Sequence[PinMove], registry: Registry | None, why_not: str) -> list[PinMove]:
     if registry is None:
-        return [_replace_note(move, why_not) for move in moves]
+        return [replace(move, note=why_not) for move in moves]
     return [
-        PinMove(
-            move.environment,
-            move.model,
-            move.alias,
-            move.old,
-            move.new,
-            move.files,
-            facts(registry, move.model, move.old),
-            facts(registry, move.model, move.new),
+        replace(
+            move,
+            before=facts(registry, move.model, move.old),
+            after=facts(registry, move.model, move.new),
         )
         for move in moves
     ]
-
-
-def _replace_note(move: PinMove, note: str) -> PinMove:
-    return PinMove(
-        move.environment, move.model, move.alias, move.old, move.new, move.files, note=note
-    )
 
 
 # --- wording -----------------------------------------------------------------------------------

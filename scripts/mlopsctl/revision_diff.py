@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from mlopsctl import gitops, inventory, kustomize, model_review
 from mlopsctl.config import CONFIG_FILENAME, Config, load_config
 from mlopsctl.diff_report import DiffReport
 from mlopsctl.errors import MlopsctlError
+from mlopsctl.kustomize import RenderResult
 from mlopsctl.manifest_diff import (
     IgnoreRule,
     RootDiff,
@@ -64,15 +65,18 @@ def _checked_out(repository: Path, revision: Revision, destination: Path) -> Ite
 
 
 def _ignore_rules(
-    side: Side, repository_url: str, toolchain: Toolchain
-) -> dict[str, list[IgnoreRule]]:
+    side: Side, toolchain: Toolchain, rendered: Mapping[str, RenderResult]
+) -> tuple[dict[str, list[IgnoreRule]], list[IgnoreRule]]:
     """ignoreDifferences declared at this revision: per root (from the Applications that deploy
     it) and for every root (argocd-cm).
 
     Read from the files that mention them, so roots that did not change are not rendered only to
     find their Applications; a file that only patches Applications (shared defaults) has no
-    source path of its own, so the roots that read it are rendered to see the result.
+    source path of its own, so the roots that read it are rendered to see the result (reusing
+    `rendered`, the head's renders made for the comparison). Returns (rules per root, rules for
+    every root).
     """
+    repository_url = side.config.repository_url
     documents: list[Resource] = []
     patches: list[str] = []
     for directory, files in kustomize.walk_tree(side.tree, side.config.render_exclude):
@@ -95,14 +99,17 @@ def _ignore_rules(
             if any(_patches_applications(resource) for resource in found):
                 patches.append(path.relative_to(side.tree).as_posix())
     by_root = application_ignore_rules(documents, repository_url)
-    for root in kustomize.affected_roots(side.tree, patches, side.config.render_exclude):
-        result = kustomize.render_root(side.tree, root, toolchain, allow_network=False)
+    for root in kustomize.affected_roots(
+        side.tree, patches, side.config.render_exclude, side.roots
+    ):
+        result = rendered.get(root) or kustomize.render_root(
+            side.tree, root, toolchain, allow_network=False
+        )
         if result.rendered:
-            rendered = application_ignore_rules(parse_render(root, result.output), repository_url)
-            for deployed_root, rules in rendered.items():
+            patched = application_ignore_rules(parse_render(root, result.output), repository_url)
+            for deployed_root, rules in patched.items():
                 by_root.setdefault(deployed_root, []).extend(rules)
-    everywhere = system_ignore_rules(documents)
-    return {root: [*by_root.get(root, []), *everywhere] for root in side.roots} | {"*": everywhere}
+    return by_root, system_ignore_rules(documents)
 
 
 def _patches_applications(resource: Resource) -> bool:
@@ -137,10 +144,10 @@ def compare(
         before = _side(base_tree, config)
         after = _side(head_tree, config)
         affected = sorted(
-            set(kustomize.affected_roots(base_tree, changed, before.config.render_exclude))
-            | set(kustomize.affected_roots(head_tree, changed, after.config.render_exclude))
+            set(kustomize.affected_roots(base_tree, changed, roots=before.roots))
+            | set(kustomize.affected_roots(head_tree, changed, roots=after.roots))
         )
-        roots = _compare_roots(affected, before, after, toolchain, allow_network, config)
+        roots = _compare_roots(affected, before, after, toolchain, allow_network)
         moves = model_review.pin_moves(
             inventory.scan(base_tree, before.config.render_exclude),
             inventory.scan(head_tree, after.config.render_exclude),
@@ -155,7 +162,6 @@ def _compare_roots(
     after: Side,
     toolchain: Toolchain,
     allow_network: bool,
-    config: Config,
 ) -> list[RootDiff]:
     sides = (before, after)
     jobs = [(index, root) for root in roots for index in (0, 1) if root in sides[index].roots]
@@ -166,7 +172,9 @@ def _compare_roots(
             jobs,
         )
         rendered = dict(zip(jobs, renders, strict=True))
-    rules = _ignore_rules(after, config.repository_url, toolchain)
+    by_root, everywhere = _ignore_rules(
+        after, toolchain, {root: result for (side, root), result in rendered.items() if side == 1}
+    )
     results = []
     for root in roots:
         old = rendered.get((0, root))
@@ -193,7 +201,8 @@ def _compare_roots(
         elif old is not None:
             old_resources = parse_render(root, old.output)
         new_resources = parse_render(root, new.output) if new is not None else None
-        result = diff_resources(root, old_resources, new_resources, rules.get(root, rules["*"]))
+        rules = [*by_root.get(root, []), *everywhere]
+        result = diff_resources(root, old_resources, new_resources, rules)
         result.warnings = warnings + result.warnings
         results.append(result)
     return results
@@ -202,9 +211,6 @@ def _compare_roots(
 def default_base(repository: Path, branch: str) -> str:
     """Where a pull request would merge: origin/<branch> when there is one, else <branch>."""
     for candidate in (f"origin/{branch}", branch):
-        completed = gitops.git(
-            repository, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", check=False
-        )
-        if completed.returncode == 0:
+        if gitops.commit_of(repository, candidate) is not None:
             return candidate
     raise MlopsctlError(f"neither origin/{branch} nor {branch} exists here: pass --base REF")

@@ -116,26 +116,28 @@ def _run(args: argparse.Namespace) -> int:
         registry=registry,
         no_registry_reason="no MLflow server given (--mlflow-uri or MLFLOW_TRACKING_URI)",
     )
+    # Each rendering of the report is made once, and only when something asks for it.
+    wanted = args.format == "text" or args.full_diff is not None
+    text = diff_report.text(report) if wanted else ""
     if args.full_diff is not None:
-        write_atomically(args.full_diff, diff_report.text(report))
-    name = args.full_diff.name if args.full_diff is not None else None
-    comment, cut = diff_report.markdown(report, args.max_chars, name)
-    if cut and (args.format == "markdown" or args.comment_on is not None):
-        print(
-            f"mlopsctl diff: the Markdown was cut to {args.max_chars} characters", file=sys.stderr
-        )
-    if args.comment_on is not None:
-        pull_requests = pull_requests_from_environment(space.config.repository_url)
-        if pull_requests is None:
-            raise MlopsctlError("--comment-on needs GITHUB_TOKEN in the environment")
-        url = pull_requests.upsert_comment(args.comment_on, diff_report.COMMENT_MARKER, comment)
-        print(f"mlopsctl diff: comment {url}", file=sys.stderr)
-    if args.format == "markdown":
-        output = comment
-    elif args.format == "json":
-        output = diff_report.as_json(report)
-    else:
-        output = diff_report.text(report)
+        write_atomically(args.full_diff, text)
+    output = diff_report.as_json(report) if args.format == "json" else text
+    if args.format == "markdown" or args.comment_on is not None:
+        name = args.full_diff.name if args.full_diff is not None else None
+        comment, cut = diff_report.markdown(report, args.max_chars, name)
+        if cut:
+            print(
+                f"mlopsctl diff: the Markdown was cut to {args.max_chars} characters",
+                file=sys.stderr,
+            )
+        if args.comment_on is not None:
+            pull_requests = pull_requests_from_environment(space.config.repository_url)
+            if pull_requests is None:
+                raise MlopsctlError("--comment-on needs GITHUB_TOKEN in the environment")
+            url = pull_requests.upsert_comment(args.comment_on, diff_report.COMMENT_MARKER, comment)
+            print(f"mlopsctl diff: comment {url}", file=sys.stderr)
+        if args.format == "markdown":
+            output = comment
     if args.output is not None:
         write_atomically(args.output, output)
     else:
