@@ -96,7 +96,10 @@ def test_a_model_pin_change_shows_the_versions_metrics_and_signature(
     model = platform.model
     old = mlflow_server.register(model, {"accuracy": 0.91, "f1_macro": 0.9}, signature=False)
     new = mlflow_server.register(model, {"accuracy": 0.95, "f1_macro": 0.93})
-    assert old == "1"  # a fresh model: the committed pins name its first version
+    # The committed pins say nothing is promoted yet (0): main pins the old version first.
+    for file in (MODEL_SERVER, STREAMLIT):
+        edit(platform.checkout, file, f"models:/{model}/0", f"models:/{model}/{old}")
+    commit_all(platform.checkout, f"pin v{old}")
     branch(platform.checkout, "promote")
     for file in (MODEL_SERVER, STREAMLIT):
         edit(platform.checkout, file, f"models:/{model}/{old}", f"models:/{model}/{new}")
@@ -133,18 +136,20 @@ def test_model_facts_degrade_to_versions_when_mlflow_is_unreachable(cli, platfor
     from local_mlflow import free_port
 
     branch(platform.checkout, "promote")
+    # The first promotion: from the committed "nothing promoted" (0) to v1.
     edit(
         platform.checkout,
         MODEL_SERVER,
+        f"models:/{platform.model}/0",
         f"models:/{platform.model}/1",
-        f"models:/{platform.model}/2",
     )
-    commit_all(platform.checkout, "pin v2")
+    commit_all(platform.checkout, "pin v1")
     result = diff(
         cli, platform, "--head", "promote", "--mlflow-uri", f"http://127.0.0.1:{free_port()}"
     )
     assert result.exit_code == 1
-    assert f"model {platform.model} in local: v1 → v2" in result.stdout
+    assert f"model {platform.model} in local: v0 → v1" in result.stdout
+    assert "v0: no version pinned" in result.stdout  # not asked of the registry at all
     assert "v1: MLflow at http://127.0.0.1:" in result.stdout
     assert "is unreachable" in result.stdout
 

@@ -85,10 +85,14 @@ def test_the_trainer_refuses_bad_arguments_with_a_reason():
 
 @pytest.fixture
 def odd_model_server() -> Iterator[str]:
-    """Answers /invocations with whatever the path asks for: not JSON, or two classes."""
+    """Answers /invocations with whatever the path asks for: not JSON, two classes, or a 503."""
 
     class Handler(QuietHandler):
         def do_POST(self) -> None:
+            if self.path.startswith("/busy"):
+                busy = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "busy"}
+                self.reply(503, json.dumps(busy).encode())
+                return
             odd = json.dumps({"predictions": [[0.5, 0.5]]}).encode()
             self.reply(200, b"<html>oops</html>" if self.path.startswith("/html") else odd)
 
@@ -106,5 +110,9 @@ def test_the_frontend_reads_only_answers_it_understands(odd_model_server: str):
         frontend.predict(f"{odd_model_server}/html", [5.0, 3.0, 4.0, 1.0])
     with pytest.raises(frontend.ModelServerError, match="expected 3 class probabilities, got 2"):
         frontend.predict(odd_model_server, [5.0, 3.0, 4.0, 1.0])
+    # A 503 for another reason is an error, not "nothing promoted yet".
+    with pytest.raises(frontend.ModelServerError, match="answered HTTP 503") as raised:
+        frontend.predict(f"{odd_model_server}/busy", [5.0, 3.0, 4.0, 1.0])
+    assert not isinstance(raised.value, frontend.NoModelPromoted)
     assert frontend.model_identity("models:/iris-classifier/7") == ("iris-classifier", "7")
     assert frontend.model_identity("runs:/abc/model") == ("unknown model", "unknown version")

@@ -66,6 +66,25 @@ def test_each_environment_pins_a_concrete_version_under_its_marker(environment, 
     assert len(pins) == 1
     assert pins[0]["model"] == "iris-classifier"
     assert pins[0]["alias"] == alias
+    # A fork starts with an empty registry: nothing promoted yet (MLflow numbers from 1).
+    assert pins[0]["version"] == "0"
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_model_server_runs_the_image_entry_point_with_serve_options(rendered, environment):
+    # The image's ENTRYPOINT (serve.py) takes `mlflow models serve`'s options: the container
+    # gives only those, and the pin decides between the real server and the placeholder.
+    deployment = one(rendered[f"overlays/{environment}/model-server"], "Deployment", "model-server")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container
+    assert container["args"] == [
+        "--model-uri=$(MODEL_URI)",
+        "--env-manager=local",
+        "--host=0.0.0.0",
+        "--port=8080",
+    ]
+    dockerfile = (REPOSITORY / "images/model-server/Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "/app/serve.py"]' in dockerfile
 
 
 def test_changing_the_pin_rolls_the_model_server(platform_copy: Path):
@@ -82,11 +101,12 @@ def test_changing_the_pin_rolls_the_model_server(platform_copy: Path):
 
     before, uri_before = pod_template_and_uri()
     kustomization = overlay / "kustomization.yaml"
+    # The first promotion: from "nothing promoted" (0) to a real version.
     kustomization.write_text(
-        kustomization.read_text().replace("models:/iris-classifier/1", "models:/iris-classifier/2")
+        kustomization.read_text().replace("models:/iris-classifier/0", "models:/iris-classifier/1")
     )
     after, uri_after = pod_template_and_uri()
-    assert (uri_before, uri_after) == ("models:/iris-classifier/1", "models:/iris-classifier/2")
+    assert (uri_before, uri_after) == ("models:/iris-classifier/0", "models:/iris-classifier/1")
     reference_before = env_vars({"spec": {"template": before}})["MODEL_URI"]
     reference_after = env_vars({"spec": {"template": after}})["MODEL_URI"]
     # A different ConfigMap name in the pod template is what makes Kubernetes roll the pods.

@@ -126,6 +126,17 @@ def test_the_repository_pins():
     assert pins["image"].follows == "model-server"
 
 
+def test_a_pin_of_version_0_is_read_and_the_first_promotion_moves_it():
+    text = "literals:\n  # mlopsctl: model m@champion\n  - URI=models:/m/0  # none yet\n"
+    [pin] = find_pins(text)
+    assert pin.value == "0"
+    edited = set_model_version(text, "m", "champion", "1")
+    assert edited == text.replace("models:/m/0", "models:/m/1")
+    # Back to "nothing promoted" is not a promotion: a version is never set to 0.
+    with pytest.raises(PinError, match=r"^version '0' is not valid"):
+        set_model_version(edited, "m", "champion", "0")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -180,7 +191,8 @@ def test_pins_command_lists_every_pin(cli):
     pins = result.json()
     models = {(p["file"], p["follows"], p["value"]) for p in pins if p["kind"] == "model"}
     assert models == {
-        (f"overlays/{environment}/{component}/kustomization.yaml", f"iris-classifier@{alias}", "1")
+        # A fork starts with nothing promoted: every pin is at version 0.
+        (f"overlays/{environment}/{component}/kustomization.yaml", f"iris-classifier@{alias}", "0")
         for environment, alias in (
             ("local", "challenger"),
             ("staging", "challenger"),
@@ -203,5 +215,5 @@ def test_pins_command_lists_every_pin(cli):
         f"{production['file']}:{production['value_line']}",
         "model",
         "iris-classifier@champion",
-        "1",
+        "0",
     ] in rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from mlopsctl.config import load_config
+from mlopsctl.gates import refusals, uncompared
+from mlopsctl.registry import MlflowRegistry
+from tests.conftest import REPOSITORY
 from tests.mlflow_fixtures import MlflowServer
 from tests.platform_fixtures import Platform, git
 
@@ -22,10 +27,51 @@ def promote(cli, platform: Platform, server: MlflowServer, *extra: str):
     return platform.command(cli, "promote", server.url, *extra)
 
 
+def start_pinned_at(platform: Platform, version: str) -> None:
+    """Every model pin on main at `version`, as if promoted before: the committed pins are 0
+    (nothing promoted), and these tests are about what happens once something was."""
+    for path in platform.checkout.glob("overlays/*/*/kustomization.yaml"):
+        text = path.read_text()
+        path.write_text(
+            re.sub(rf"models:/{platform.model}/[0-9]+", f"models:/{platform.model}/{version}", text)
+        )
+    git(
+        platform.checkout,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.test",
+        "commit",
+        "-qam",
+        f"pinned at v{version}",
+    )
+    git(platform.checkout, "push", "--quiet", str(platform.remote), "main")
+
+
+def test_the_first_promotion_moves_a_pin_of_0_and_never_asks_mlflow_for_version_0(
+    cli, platform, mlflow_server
+):
+    first = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    assert platform.pin("local") == "0"  # committed: nothing promoted yet
+    result = promote(cli, platform, mlflow_server, "--env", "local")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert platform.log()[0] == f"promote(local): {platform.model} v0 -> v{first}"
+    assert platform.pin("local") == first
+    frontend = platform.show("overlays/local/streamlit/kustomization.yaml")
+    assert f"MODEL_URI=models:/{platform.model}/{first}" in frontend
+    assert platform.trailers()["Previous-Version"] == "0"
+    body = git(platform.remote, "log", "-1", "--format=%b", "main")
+    assert "accuracy: 0.95 (-)" in body  # nothing before it to compare with
+    log = mlflow_server.log.read_text()
+    assert f"registered-models/alias?name={platform.model}&alias=challenger" in log  # logged
+    assert f"model-versions/get?name={platform.model}&version=0" not in log
+
+
 def test_local_gets_one_commit_with_trailers_and_a_second_run_makes_none(
     cli, platform, mlflow_server
 ):
     mlflow_server.register(platform.model, {"accuracy": 0.91})
+    start_pinned_at(platform, "1")
     second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
     result = promote(cli, platform, mlflow_server, "--env", "local")
     assert result.exit_code == 0, result.stdout + result.stderr
@@ -68,7 +114,7 @@ def test_dry_run_prints_the_diff_and_changes_nothing(cli, platform, mlflow_serve
     before = platform.log()
     result = promote(cli, platform, mlflow_server, "--env", "local", "--dry-run")
     assert result.exit_code == 0
-    assert f"-      - MODEL_URI=models:/{platform.model}/1" in result.stdout
+    assert f"-      - MODEL_URI=models:/{platform.model}/0" in result.stdout
     assert f"+      - MODEL_URI=models:/{platform.model}/{second}" in result.stdout
     assert platform.log() == before
     assert git(platform.checkout, "status", "--porcelain") == ""  # the user's checkout too
@@ -80,12 +126,17 @@ def test_pull_request_environments_get_a_branch_not_a_commit_on_main(cli, platfo
     before = platform.log()
     result = promote(cli, platform, mlflow_server, "--env", "production")
     assert result.exit_code == 0, result.stdout
+    # Production's first promotion: its notWorseThan gate has nothing to compare with.
+    assert (
+        f"production: {platform.model}@champion: {platform.model} v{second}: notWorseThan holds "
+        "without a comparison: no version is promoted here yet (pin v0)"
+    ) in result.stdout.splitlines()
     branch = f"mlopsctl/promote/production/{platform.model}"
     assert platform.log() == before
     assert platform.pin("production", branch) == second
     frontend = platform.show("overlays/production/streamlit/kustomization.yaml", branch)
     assert f"MODEL_URI=models:/{platform.model}/{second}" in frontend  # both pins, one branch
-    assert platform.log(branch)[0] == f"promote(production): {platform.model} v1 -> v{second}"
+    assert platform.log(branch)[0] == f"promote(production): {platform.model} v0 -> v{second}"
     assert f"open a pull request from {branch} into main" in result.stdout
     again = promote(cli, platform, mlflow_server, "--env", "production")
     assert "already proposes" in again.stdout
@@ -119,8 +170,31 @@ def test_gates_refuse_with_the_reason_and_commit_nothing(
     assert git(platform.remote, "branch", "--list", "mlopsctl/*") == ""
 
 
+def test_not_worse_than_holds_without_a_comparison_when_nothing_is_pinned(mlflow_server):
+    gates = load_config(REPOSITORY).promotion.for_environment("production").gates
+    assert gates.not_worse_than is not None  # production compares with what it pins
+    version = mlflow_server.register("gates-model", {"accuracy": 0.95})
+    candidate = MlflowRegistry(mlflow_server.url).version("gates-model", version)
+    assert candidate is not None
+    # A pin of 0: nothing to compare with, so the gate holds, and says why.
+    assert refusals(gates, candidate, {"accuracy": 0.95}, True, None) == []
+    assert uncompared(gates, candidate, "0") == (
+        f"gates-model v{version}: notWorseThan holds without a comparison: "
+        "no version is promoted here yet (pin v0)"
+    )
+    # A real pin: the comparison is made, and nothing is said about skipping it.
+    assert uncompared(gates, candidate, "3") is None
+    assert refusals(gates, candidate, {"accuracy": 0.95}, True, {"accuracy": 0.99}) == [
+        f"gates-model v{version}: accuracy 0.95 is worse than the pinned version's 0.99 "
+        "by more than 0.01"
+    ]
+    local = load_config(REPOSITORY).promotion.for_environment("local").gates
+    assert uncompared(local, candidate, "0") is None  # no such gate, nothing to say
+
+
 def test_production_refuses_a_version_worse_than_the_pinned_one(cli, platform, mlflow_server):
     mlflow_server.register(platform.model, {"accuracy": 0.99})
+    start_pinned_at(platform, "1")
     mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="champion")
     result = promote(cli, platform, mlflow_server, "--env", "production")
     assert result.exit_code == 1
@@ -170,6 +244,7 @@ def test_status_reports_each_state_and_exits_non_zero_when_out_of_step(
     cli, platform, mlflow_server
 ):
     first = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="champion")
+    start_pinned_at(platform, first)
     second = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
     arguments = ("status", "--repo", str(platform.checkout), "--mlflow-uri", mlflow_server.url)
     result = cli(*arguments, "--format", "json")
@@ -194,8 +269,37 @@ def test_status_reports_each_state_and_exits_non_zero_when_out_of_step(
     assert table[0].split() == ["ENVIRONMENT", "MODEL", "ALIAS", "GIT", "MLFLOW", "STATE", "RUN"]
 
 
+def test_status_of_an_environment_with_nothing_promoted(cli, platform, mlflow_server):
+    arguments = ("status", "--repo", str(platform.checkout), "--mlflow-uri", mlflow_server.url)
+    # A new registry: no alias anywhere, no version pinned anywhere. Healthy, waiting.
+    result = cli(*arguments, "--format", "json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert {(row["pinned"], row["desired"], row["state"]) for row in result.json()["pins"]} == {
+        ("0", None, "none promoted")
+    }
+    assert result.json()["registry_calls"] == 2  # one per alias; never a version 0
+    table = cli(*arguments, "--env", "local").stdout.splitlines()[1].split()
+    assert table[3:7] == ["0", "-", "none", "promoted"]
+
+    # The trainer moved local's alias: its first promotion is due, production still waits.
+    first = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    result = cli(*arguments, "--format", "json")
+    assert result.exit_code == 1
+    states = {
+        row["environment"]: (row["pinned"], row["desired"], row["state"])
+        for row in result.json()["pins"]
+    }
+    assert states == {
+        "local": ("0", first, "none promoted, behind"),
+        "staging": ("0", first, "none promoted, behind"),
+        "production": ("0", None, "none promoted"),
+    }
+    assert result.json()["registry_calls"] == 2
+
+
 def test_status_of_a_pin_to_a_deleted_version(cli, platform, mlflow_server):
     mlflow_server.register(platform.model, {"accuracy": 0.9})
+    start_pinned_at(platform, "1")
     mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
     mlflow_server.client().delete_model_version(platform.model, "1")
     result = cli(
@@ -239,12 +343,13 @@ def test_a_killed_run_leaves_nothing_half_done(platform, mlflow_server, kill_aft
     subprocess.run(command, check=True, capture_output=True)
     subprocess.run(command, check=True, capture_output=True)
     landed = [s for s in platform.log() if s.startswith("promote(local)")]
-    assert landed == [f"promote(local): {platform.model} v1 -> v{second}"]
+    assert landed == [f"promote(local): {platform.model} v0 -> v{second}"]
     assert platform.pin("local") == second
 
 
 def test_rollback_moves_the_alias_back_and_the_loop_writes_git(cli, platform, mlflow_server):
     mlflow_server.register(platform.model, {"accuracy": 0.9})
+    start_pinned_at(platform, "1")
     second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
     assert promote(cli, platform, mlflow_server, "--env", "local").exit_code == 0
     assert platform.pin("local") == second
@@ -264,6 +369,21 @@ def test_rollback_moves_the_alias_back_and_the_loop_writes_git(cli, platform, ml
     again = promote(cli, platform, mlflow_server, "--env", "local")
     assert "nothing to do" in again.stdout
     assert platform.pin("local") == "1"
+
+
+def test_rollback_after_the_first_promotion_has_nothing_to_return_to(cli, platform, mlflow_server):
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    assert promote(cli, platform, mlflow_server, "--env", "local").exit_code == 0
+    before = platform.log()
+    result = platform.command(
+        cli, "rollback", mlflow_server.url, "--env", "local", "--model", platform.model
+    )
+    assert result.exit_code == 2
+    assert "before v1 nothing was promoted to local (its pin was v0)" in result.stderr
+    assert "pass --to VERSION" in result.stderr
+    assert platform.log() == before
+    alias = mlflow_server.client().get_model_version_by_alias(platform.model, "challenger")
+    assert alias.version == "1"  # the intent is left as it was
 
 
 def test_rollback_without_history_asks_for_a_version(cli, platform, mlflow_server):
@@ -298,6 +418,7 @@ def test_pull_request_is_opened_once_then_updated(
     monkeypatch.setenv("GITHUB_API_URL", github.url)
     monkeypatch.setenv("GITHUB_REPOSITORY", REPOSITORY)
     mlflow_server.register(platform.model, {"accuracy": 0.95})
+    start_pinned_at(platform, "1")
     second = mlflow_server.register(platform.model, {"accuracy": 0.96}, alias="challenger")
     result = promote(cli, platform, mlflow_server, "--env", "staging")
     assert result.exit_code == 0, result.stdout + result.stderr

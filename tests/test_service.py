@@ -130,7 +130,7 @@ def test_an_alias_move_lands_through_the_webhook(
     time.sleep(1.5)  # MLflow's webhook cache (1 s in these tests) sees the new webhook
     second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
     wait_for(lambda: platform.pin("local") == second, 30, "the webhook-driven commit")
-    assert promotions_on_main(platform) == [f"promote(local): {platform.model} v1 -> v{second}"]
+    assert promotions_on_main(platform) == [f"promote(local): {platform.model} v0 -> v{second}"]
     assert promoter.metric('mlopsctl_webhook_requests_total{result="accepted"}') >= 1
     # The pass records its metrics just after the push the test saw.
     wait_for(
@@ -247,7 +247,7 @@ def test_two_replicas_land_one_commit(cli, platform, mlflow_server, start_promot
     second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
     wait_for(lambda: platform.pin("local") == second, 30, "the commit")
     time.sleep(3)  # both replicas pass again: neither may add a commit
-    assert promotions_on_main(platform) == [f"promote(local): {platform.model} v1 -> v{second}"]
+    assert promotions_on_main(platform) == [f"promote(local): {platform.model} v0 -> v{second}"]
     assert first.metric("mlopsctl_reconcile_passes_total") >= 2
 
 

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from tests.chromium import page_text_and_screenshot
 from tests.conftest import REPOSITORY
 from tests.mlflow_fixtures import MlflowServer, free_port
+from tests.test_model_server_wrapper import deployment_arguments, placeholder, serving
 
 APP = REPOSITORY / "images/streamlit/app.py"
 ARTIFACTS = REPOSITORY / "build/test-artifacts"
@@ -39,7 +40,8 @@ def wait_for_url(url: str, seconds: float, process: subprocess.Popen[bytes], log
 def model_server(
     mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """The trainer's best model, v1 of iris-classifier, served by `mlflow models serve`."""
+    """The trainer's best model, v1 of iris-classifier, served as the image serves it: the entry
+    point serve.py with the Deployment's arguments, which execs `mlflow models serve`."""
     subprocess.run(
         [
             sys.executable,
@@ -50,7 +52,6 @@ def model_server(
         check=True,
         capture_output=True,
     )
-    port = free_port()
     log = tmp_path_factory.mktemp("model-server") / "serve.log"
     # The scoring server is started as `uvicorn` from PATH.
     environment = {
@@ -58,36 +59,16 @@ def model_server(
         "MLFLOW_TRACKING_URI": mlflow_server.url,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
-    process = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/iris-classifier/1",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=environment,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_url(f"{url}/ping", 180, process, log)
+    arguments = deployment_arguments("models:/iris-classifier/1", free_port())
+    with serving(arguments, log, environment, seconds=180) as (url, _process):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
-def app(monkeypatch: pytest.MonkeyPatch, server_url: str) -> AppTest:
+def app(
+    monkeypatch: pytest.MonkeyPatch, server_url: str, model_uri: str = "models:/iris-classifier/1"
+) -> AppTest:
     monkeypatch.setenv("MODEL_SERVER_URL", server_url)
-    monkeypatch.setenv("MODEL_URI", "models:/iris-classifier/1")
+    monkeypatch.setenv("MODEL_URI", model_uri)
     return AppTest.from_file(str(APP), default_timeout=30).run()
 
 
@@ -116,6 +97,34 @@ def test_a_model_server_error_is_shown_with_its_status(mlflow_server, monkeypatc
     # The tracking server is a real HTTP server with no /invocations.
     page = app(monkeypatch, mlflow_server.url)
     assert "the model server answered HTTP" in page.error[0].value
+
+
+def assert_says_nothing_is_promoted(page: AppTest) -> None:
+    assert not page.exception
+    [info] = page.info
+    assert "No model is served in this environment yet" in info.value
+    assert "no version of iris-classifier has been promoted here" in info.value
+    assert "train one" in info.value and "move the alias this environment follows" in info.value
+    # Nothing that pretends a prediction could be had.
+    assert not page.number_input and not page.success and not page.error
+    assert not page.dataframe
+
+
+def test_a_pin_of_version_0_says_no_model_is_served_yet(monkeypatch):
+    # A new environment: nothing promoted. The model server is not even asked.
+    page = app(monkeypatch, f"http://127.0.0.1:{free_port()}", "models:/iris-classifier/0")
+    assert_says_nothing_is_promoted(page)
+    assert page.caption[0].value == (
+        "Model **iris-classifier**: no version promoted to this environment yet"
+    )
+
+
+def test_a_model_server_with_nothing_promoted_gets_the_same_message(monkeypatch, tmp_path: Path):
+    # The frontend already names v1 while the model server still serves the placeholder (the
+    # two roll separately after the first promotion).
+    with placeholder("iris-classifier", tmp_path / "serve.log") as url:
+        page = app(monkeypatch, url)
+    assert_says_nothing_is_promoted(page)
 
 
 def test_in_headless_chromium(model_server, tmp_path: Path):

@@ -11,10 +11,18 @@ FEATURES = ("sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal
 DEFAULTS = (5.9, 3.0, 4.3, 1.3)
 CLASS_NAMES = ("setosa", "versicolor", "virginica")
 TIMEOUT_SECONDS = 10
+# MLflow numbers versions from 1: a pin of version 0 records that nothing was promoted yet.
+NOTHING_PROMOTED = "0"
+# What the model server's placeholder answers /invocations with while nothing is promoted.
+NO_MODEL_PROMOTED = "NO_MODEL_PROMOTED"
 
 
 class ModelServerError(Exception):
     """The model server could not be reached, or answered something unusable."""
+
+
+class NoModelPromoted(ModelServerError):
+    """The model server is up, but no version has been promoted to this environment yet."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,26 @@ def model_identity(model_uri: str) -> tuple[str, str]:
     return name, version
 
 
+def no_model_message(name: str) -> str:
+    """What the page says while no version of `name` is promoted to this environment."""
+    return (
+        f"No model is served in this environment yet: no version of {name} has been promoted "
+        "here. A version gets here by promotion: train one (the trainer registers it in "
+        "MLflow), then move the alias this environment follows to it; the promoter pins it in "
+        "Git and the model server starts serving it."
+    )
+
+
+def _is_no_model_promoted(status: int, detail: str) -> bool:
+    if status != 503:
+        return False
+    try:
+        answer = json.loads(detail)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("error_code") == NO_MODEL_PROMOTED
+
+
 def predict(server_url: str, measurements: list[float]) -> Prediction:
     body = json.dumps({"dataframe_split": {"columns": list(FEATURES), "data": [measurements]}})
     request = urllib.request.Request(
@@ -43,7 +71,10 @@ def predict(server_url: str, measurements: list[float]) -> Prediction:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as error:
-        detail = error.read().decode("utf-8", "replace")[:300]
+        detail = error.read(65536).decode("utf-8", "replace")
+        if _is_no_model_promoted(error.code, detail):
+            raise NoModelPromoted(detail) from error
+        detail = detail[:300]
         raise ModelServerError(f"the model server answered HTTP {error.code}: {detail}") from error
     except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
         reason = getattr(error, "reason", error)

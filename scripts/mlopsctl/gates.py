@@ -7,6 +7,28 @@ from collections.abc import Mapping
 from mlopsctl.config import Gates
 from mlopsctl.registry import ModelVersion
 
+# MLflow numbers versions from 1, so a pin of version 0 never names a real one: it records that
+# no version has been promoted to the environment yet (a new environment starts there).
+NOTHING_PINNED = "0"
+
+
+def nothing_pinned(version: str) -> bool:
+    """Whether a pinned version is the "none promoted yet" record rather than a real version."""
+    return version == NOTHING_PINNED
+
+
+def uncompared(gates: Gates, candidate: ModelVersion, pinned_version: str) -> str | None:
+    """Why the notWorseThan gate holds without a comparison: nothing is pinned to compare with.
+
+    None when the gate is not configured or a real version is pinned.
+    """
+    if gates.not_worse_than is None or not nothing_pinned(pinned_version):
+        return None
+    return (
+        f"{candidate.model} v{candidate.version}: notWorseThan holds without a comparison: "
+        f"no version is promoted here yet (pin v{NOTHING_PINNED})"
+    )
+
 
 def refusals(
     gates: Gates,
@@ -15,7 +37,11 @@ def refusals(
     has_signature: bool | None,
     pinned_metrics: Mapping[str, float] | None,
 ) -> list[str]:
-    """Why `candidate` may not be pinned; empty when every gate holds."""
+    """Why `candidate` may not be pinned; empty when every gate holds.
+
+    `pinned_metrics` is None when there is no pinned version to compare with (nothing promoted
+    yet, or a rollback): the notWorseThan gate then holds.
+    """
     reasons = []
     label = f"{candidate.model} v{candidate.version}"
     if gates.require_ready and candidate.status != "READY":

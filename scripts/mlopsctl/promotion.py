@@ -19,7 +19,7 @@ from typing import Any
 from mlopsctl import gitops, inventory, model_review
 from mlopsctl.config import Config, EnvironmentPolicy, load_config
 from mlopsctl.errors import MlopsctlError
-from mlopsctl.gates import refusals
+from mlopsctl.gates import nothing_pinned, refusals, uncompared
 from mlopsctl.github import PullRequests
 from mlopsctl.kustomize import affected_roots
 from mlopsctl.pins import VERSION, check_field, find_pins, set_image, set_model_version
@@ -102,6 +102,13 @@ class Change(Edit):
         """What the move means, worded as `mlopsctl diff` words it (PR bodies use it)."""
         known = self.signatures is not None
         old_signature, new_signature = self.signatures or (None, None)
+        before = (
+            model_review.VersionFacts(self.old, exists=False, problem="no version pinned")
+            if nothing_pinned(self.old)
+            else model_review.VersionFacts(
+                self.old, True, self.old_run_id, self.old_metrics, old_signature, known
+            )
+        )
         return model_review.PinMove(
             self.environment,
             self.model,
@@ -109,9 +116,7 @@ class Change(Edit):
             self.old,
             self.new.version,
             files,
-            model_review.VersionFacts(
-                self.old, True, self.old_run_id, self.old_metrics, old_signature, known
-            ),
+            before,
             model_review.VersionFacts(
                 self.new.version, True, self.new.run_id, self.metrics, new_signature, known
             ),
@@ -209,8 +214,10 @@ def plan(
         target = registry.version_by_alias(located.model, located.alias)
         where = f"{environment}: {located.model}@{located.alias}"
         if target is None:
+            nothing_yet = " (none promoted yet)" if nothing_pinned(located.pin.value) else ""
             notes.append(
-                f"{where}: the alias does not exist in MLflow; pin left at v{located.pin.value}"
+                f"{where}: the alias does not exist in MLflow; "
+                f"pin left at v{located.pin.value}{nothing_yet}"
             )
             continue
         if target.version == located.pin.value:
@@ -220,7 +227,12 @@ def plan(
         signature = (
             registry.signature(located.model, target.version) if gates.require_signature else None
         )
-        old = registry.version(located.model, located.pin.value)
+        # A pin of 0 records that nothing was promoted yet: there is no version 0 to ask about.
+        old = (
+            None
+            if nothing_pinned(located.pin.value)
+            else registry.version(located.model, located.pin.value)
+        )
         old_metrics = registry.run_metrics(old.run_id) if old is not None else {}
         reasons = refusals(
             gates,
@@ -231,6 +243,9 @@ def plan(
             if old is not None and gates.not_worse_than and compare_with_pinned
             else None,
         )
+        skipped = uncompared(gates, target, located.pin.value) if compare_with_pinned else None
+        if skipped is not None and f"{where}: {skipped}" not in notes:
+            notes.append(f"{where}: {skipped}")
         if reasons:
             refused.extend(f"{where} -> v{target.version} refused: {reason}" for reason in reasons)
             continue
@@ -649,6 +664,12 @@ def rollback_run(
             raise MlopsctlError(
                 f"{located.file}: the git history holds no earlier version of {model} to return "
                 "to; pass --to VERSION"
+            )
+        if to_version is None and nothing_pinned(target):
+            raise MlopsctlError(
+                f"{located.file}: before v{located.pin.value} nothing was promoted to "
+                f"{environment} (its pin was v0), so there is no earlier version to return to; "
+                "pass --to VERSION"
             )
         check_field("--to", target, VERSION)
         version = registry.version(model, target)

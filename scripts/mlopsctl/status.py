@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlopsctl.gates import nothing_pinned
 from mlopsctl.inventory import LocatedPin
 from mlopsctl.registry import ModelVersion, Registry
 
@@ -12,6 +13,11 @@ BEHIND = "behind"
 ALIAS_MISSING = "alias missing"
 VERSION_MISSING = "version missing"
 NOT_READY = "not READY"
+# A pin of version 0: nothing promoted to the environment yet. With no alias to follow either,
+# the environment is as it should be (new, waiting for its first promotion): in step.
+NONE_PROMOTED = "none promoted"
+# Nothing promoted yet, but the alias names a version: the first promotion is due.
+FIRST_PROMOTION_DUE = "none promoted, behind"
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class StatusRow:
 
     @property
     def in_step(self) -> bool:
-        return self.state == IN_SYNC
+        return self.state in (IN_SYNC, NONE_PROMOTED)
 
 
 def status_rows(pins: list[LocatedPin], registry: Registry) -> list[StatusRow]:
@@ -44,19 +50,28 @@ def status_rows(pins: list[LocatedPin], registry: Registry) -> list[StatusRow]:
         pinned = located.pin.value
         if target is not None:
             by_version[(target.model, target.version)] = target
-        if (located.model, pinned) not in by_version:
-            by_version[(located.model, pinned)] = registry.version(located.model, pinned)
-        pinned_version = by_version[(located.model, pinned)]
-        if target is None:
-            state = ALIAS_MISSING
-        elif pinned_version is None:
-            state = VERSION_MISSING
-        elif target.status != "READY":
-            state = NOT_READY
-        elif target.version != pinned:
-            state = BEHIND
+        if nothing_pinned(pinned):
+            # There is no version 0 to ask the registry about.
+            if target is None:
+                state = NONE_PROMOTED
+            elif target.status != "READY":
+                state = NOT_READY
+            else:
+                state = FIRST_PROMOTION_DUE
         else:
-            state = IN_SYNC
+            if (located.model, pinned) not in by_version:
+                by_version[(located.model, pinned)] = registry.version(located.model, pinned)
+            pinned_version = by_version[(located.model, pinned)]
+            if target is None:
+                state = ALIAS_MISSING
+            elif pinned_version is None:
+                state = VERSION_MISSING
+            elif target.status != "READY":
+                state = NOT_READY
+            elif target.version != pinned:
+                state = BEHIND
+            else:
+                state = IN_SYNC
         rows.append(
             StatusRow(
                 environment=located.environment or "",
