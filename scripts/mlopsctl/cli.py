@@ -17,6 +17,7 @@ from mlopsctl.commands import (
     set_image,
     status,
     tools,
+    up,
     validate,
     webhook,
 )
@@ -34,6 +35,7 @@ COMMANDS = {
     "rollback": rollback,
     "serve": serve,
     "webhook": webhook,
+    "up": up,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,39 @@ _PROMOTION_SCHEMA = {
     },
 }
 
+_IMAGE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "context"],
+    "properties": {
+        # The image reference without tag or digest, as manifests name it.
+        "name": {"type": "string", "pattern": r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+$"},
+        "context": {"type": "string", "minLength": 1},
+        # Relative to the repository; default <context>/Dockerfile.
+        "dockerfile": {"type": "string", "minLength": 1},
+    },
+}
+
+# How each key of a Secret made by hand is filled: fernet-key (a Fernet key), hex:N and
+# base64:N (N random bytes), literal:VALUE, git-token (a token that may push to the repository).
+_SECRET_VALUE_PATTERN = r"^(fernet-key|git-token|hex:[1-9][0-9]*|base64:[1-9][0-9]*|literal:.+)$"
+
+_HAND_MADE_SECRET_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["namespace", "name", "keys"],
+    "properties": {
+        "namespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+        "keys": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": r"^[-._a-zA-Z0-9]+$"},
+            "additionalProperties": {"type": "string", "pattern": _SECRET_VALUE_PATTERN},
+        },
+    },
+}
+
 CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -101,6 +135,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
             },
         },
         "promotion": _PROMOTION_SCHEMA,
+        "images": {"type": "array", "items": _IMAGE_SCHEMA},
+        "secretsCreatedByHand": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": _HAND_MADE_SECRET_SCHEMA},
+        },
         "validate": {
             "type": "object",
             "additionalProperties": False,
@@ -159,6 +198,25 @@ class PromotionPolicy:
 
 
 @dataclass(frozen=True)
+class ImageBuild:
+    """Where the image a manifest names is built from (repository-relative paths)."""
+
+    name: str
+    context: str
+    dockerfile: str
+
+
+@dataclass(frozen=True)
+class HandMadeSecret:
+    """A Secret an environment expects a person to create before it syncs (README)."""
+
+    namespace: str
+    name: str
+    # key -> how its value is made (see _SECRET_VALUE_PATTERN)
+    keys: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Config:
     repository_url: str
     environments: tuple[str, ...]
@@ -167,6 +225,19 @@ class Config:
     skipped_schemas: tuple[SkippedSchema, ...] = ()
     upstream_crds: tuple[str, ...] = field(default_factory=tuple)
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
+    images: tuple[ImageBuild, ...] = ()
+    hand_made_secrets: tuple[tuple[str, tuple[HandMadeSecret, ...]], ...] = ()
+
+    def image_build(self, reference: str) -> ImageBuild | None:
+        """The build of an image reference (`name:tag` or `name@digest`), if one is declared."""
+        name = reference.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last:
+            name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        return next((image for image in self.images if image.name == name), None)
+
+    def secrets_created_by_hand(self, environment: str) -> tuple[HandMadeSecret, ...]:
+        return dict(self.hand_made_secrets).get(environment, ())
 
 
 def find_repository_root(start: Path) -> Path:
@@ -199,6 +270,14 @@ def load_config(repository_root: Path) -> Config:
         raise MlopsctlError(f"{path}: {location}: {first.message}")
     validate_section = document.get("validate", {})
     promotion = _promotion_policy(document.get("promotion"), document["environments"], path)
+    unknown_secret_environments = sorted(
+        set(document.get("secretsCreatedByHand", {})) - set(document["environments"])
+    )
+    if unknown_secret_environments:
+        raise MlopsctlError(
+            f"{path}: secretsCreatedByHand.{unknown_secret_environments[0]}: "
+            f"not one of the environments {document['environments']}"
+        )
     return Config(
         repository_url=document["repository"]["url"],
         environments=tuple(document["environments"]),
@@ -210,6 +289,26 @@ def load_config(repository_root: Path) -> Config:
         ),
         upstream_crds=tuple(validate_section.get("upstreamCRDs", [])),
         promotion=promotion,
+        images=tuple(
+            ImageBuild(
+                image["name"],
+                image["context"],
+                image.get("dockerfile", posixpath.normpath(f"{image['context']}/Dockerfile")),
+            )
+            for image in document.get("images", [])
+        ),
+        hand_made_secrets=tuple(
+            (
+                environment,
+                tuple(
+                    HandMadeSecret(
+                        secret["namespace"], secret["name"], tuple(secret["keys"].items())
+                    )
+                    for secret in secrets
+                ),
+            )
+            for environment, secrets in document.get("secretsCreatedByHand", {}).items()
+        ),
     )
 
 

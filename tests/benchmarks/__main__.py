@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from tests.benchmarks import diff, promotion, service, validate
+from tests.benchmarks import diff, localrun, promotion, service, validate
 
 
 def main() -> int:
-    for benchmark in (validate, diff, promotion, service):
+    for benchmark in (validate, diff, promotion, service, localrun):
         print(f"== {benchmark.__name__.rsplit('.', 1)[-1]} ==", flush=True)
         benchmark.main()
     return 0

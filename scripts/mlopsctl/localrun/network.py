@@ -1,0 +1,492 @@
+"""The run's network: a namespace per pod (and per run host), routed veths, Service VIPs, policy.
+
+Each run owns one /16 from 10.200.0.0-10.239.255.255 (claimed with a lock file, so runs side by
+side never collide):
+
+    10.N.0.0/17     pod addresses, one /32 per pod, routed by the host to the pod's veth
+    10.N.128.0/18   Service cluster IPs (DNAT to a ready pod's target port, as kube-proxy does)
+    10.N.192.0/24   the run's own hosts, which are not pods: 10.N.192.1 is the node (the host
+                    itself, as pods see it: the kube-state-metrics stand-in), then the git host
+
+Pods reach each other only through the host (no bridge), so every flow crosses the host's
+FORWARD hook, where the NetworkPolicies are enforced (`network_policy` writes the rules). A
+blackhole route for the whole /16 keeps anything in it from leaving through the default route.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlopsctl.localrun.errors import LocalRunError
+
+NETNS_DIRECTORY = Path("/run/netns")
+STATE_DIRECTORY = Path("/run/mlopsctl")
+GATEWAY = "169.254.1.1"
+_FIRST_BLOCK, _LAST_BLOCK = 200, 239
+CLONE_NEWNET = 0x40000000
+
+
+def _run(*command: str, input_text: str | None = None) -> str:
+    completed = subprocess.run(
+        list(command), input=input_text, capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise LocalRunError(
+            f"{' '.join(command)}: {completed.stderr.strip() or completed.stdout.strip()}"
+        )
+    return completed.stdout
+
+
+def _try(*command: str) -> None:
+    subprocess.run(list(command), capture_output=True, check=False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A network namespace with one address: a pod, or a host of the run."""
+
+    name: str
+    namespace: str  # the name under /run/netns
+    address: str
+    host_interface: str
+
+    @property
+    def namespace_path(self) -> str:
+        return str(NETNS_DIRECTORY / self.namespace)
+
+
+@dataclass(frozen=True)
+class ServiceRule:
+    """One Service port: its VIP and port, and the ready backends (pod IP, target port)."""
+
+    address: str
+    port: int
+    protocol: str
+    backends: tuple[tuple[str, int], ...]
+
+
+class RunNetwork:
+    """Everything network a run creates, and removes again in `teardown` (also after a crash,
+    through `remove_leftovers`)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._block_lock: int | None = None
+        self.block = self._claim_block()
+        octet = self.block.network_address.packed[1]
+        self.pod_network = ipaddress.IPv4Network(f"10.{octet}.0.0/17")
+        self.service_network = ipaddress.IPv4Network(f"10.{octet}.128.0/18")
+        self.host_network = ipaddress.IPv4Network(f"10.{octet}.192.0/24")
+        self.node_address = f"10.{octet}.192.1"
+        self._next_pod = 2
+        self._next_service = 1
+        self._next_host = 2
+        self._endpoints: dict[str, Endpoint] = {}
+        self.table = f"mlopsctl_{run_id}"
+        self._forwarding_before: str | None = None
+
+    # -- the /16 -------------------------------------------------------------------------------
+
+    def _claim_block(self) -> ipaddress.IPv4Network:
+        STATE_DIRECTORY.mkdir(parents=True, exist_ok=True)
+        for octet in range(_FIRST_BLOCK, _LAST_BLOCK + 1):
+            path = STATE_DIRECTORY / f"block-{octet}.lock"
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                continue
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, self.run_id.encode())
+            self._block_lock = descriptor
+            return ipaddress.IPv4Network(f"10.{octet}.0.0/16")
+        raise LocalRunError("every address block of the local run is taken: are 40 runs going?")
+
+    # -- set-up and teardown -----------------------------------------------------------------
+
+    def setup(self) -> None:
+        self._forwarding_before = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+        _run("ip", "route", "add", "blackhole", str(self.block))
+        _run("ip", "address", "add", f"{self.node_address}/32", "dev", "lo")
+        self.set_services([])
+
+    def teardown(self) -> None:
+        for endpoint in list(self._endpoints.values()):
+            self.remove(endpoint)
+        _try("nft", "delete", "table", "inet", self.table)
+        _try("nft", "delete", "table", "ip", f"{self.table}_services")
+        _try("ip", "address", "del", f"{self.node_address}/32", "dev", "lo")
+        _try("ip", "route", "del", "blackhole", str(self.block))
+        if self._forwarding_before == "0" and not _other_runs_active(self.block):
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("0")
+        if self._block_lock is not None:
+            os.close(self._block_lock)
+            self._block_lock = None
+
+    # -- pods and hosts ------------------------------------------------------------------------
+
+    def add(self, name: str, run_host: bool = False) -> Endpoint:
+        """A new namespace with one address, routed from the host."""
+        with self._lock:
+            if run_host:
+                address = str(self.host_network.network_address + self._next_host)
+                self._next_host += 1
+            else:
+                address = str(self.pod_network.network_address + self._next_pod)
+                self._next_pod += 1
+            index = int(ipaddress.ip_address(address)) & 0xFFFF
+        namespace = f"mlopsctl-{self.run_id}-{index:x}"
+        host_side = f"ml{self.run_id[:4]}h{index:x}"[:15]
+        pod_side = f"ml{self.run_id[:4]}p{index:x}"[:15]
+        endpoint = Endpoint(name, namespace, address, host_side)
+        _run("ip", "netns", "add", namespace)
+        try:
+            _run("ip", "link", "add", host_side, "type", "veth", "peer", "name", pod_side)
+            _run("ip", "link", "set", pod_side, "netns", namespace)
+            _run("ip", "-n", namespace, "link", "set", pod_side, "name", "eth0")
+            _run("ip", "-n", namespace, "address", "add", f"{address}/32", "dev", "eth0")
+            _run("ip", "-n", namespace, "link", "set", "lo", "up")
+            _run("ip", "-n", namespace, "link", "set", "eth0", "up")
+            _run("ip", "-n", namespace, "route", "add", GATEWAY, "dev", "eth0", "scope", "link")
+            _run("ip", "-n", namespace, "route", "add", "default", "via", GATEWAY, "dev", "eth0")
+            _run("ip", "link", "set", host_side, "up")
+            Path(f"/proc/sys/net/ipv4/conf/{host_side}/proxy_arp").write_text("1")
+            # Proxied ARP answers wait up to 0.8 s by default: first connections would time out.
+            Path(f"/proc/sys/net/ipv4/neigh/{host_side}/proxy_delay").write_text("0")
+            # The policy rules filter IPv4: no IPv6 on the pod's link, not even link-local.
+            with contextlib.suppress(OSError):
+                Path(f"/proc/sys/net/ipv6/conf/{host_side}/disable_ipv6").write_text("1")
+            _run(
+                "ip",
+                "netns",
+                "exec",
+                namespace,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            )
+            _run("ip", "route", "add", f"{address}/32", "dev", host_side)
+        except LocalRunError:
+            _try("ip", "link", "del", host_side)
+            _try("ip", "netns", "del", namespace)
+            raise
+        with self._lock:
+            self._endpoints[namespace] = endpoint
+        return endpoint
+
+    def remove(self, endpoint: Endpoint) -> None:
+        _try("ip", "route", "del", f"{endpoint.address}/32")
+        _try("ip", "link", "del", endpoint.host_interface)
+        _try("ip", "netns", "del", endpoint.namespace)
+        with self._lock:
+            self._endpoints.pop(endpoint.namespace, None)
+
+    def allocate_service_address(self) -> str:
+        with self._lock:
+            address = str(self.service_network.network_address + self._next_service)
+            self._next_service += 1
+            return address
+
+    # -- Services (kube-proxy's part) ----------------------------------------------------------
+
+    def set_services(self, rules: Sequence[ServiceRule]) -> None:
+        """Replace every Service rule at once: a VIP with no ready backend refuses connections,
+        as kube-proxy's reject rule does."""
+        table = f"{self.table}_services"
+        lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{"]
+        dnat: list[str] = []
+        for rule in rules:
+            if not rule.backends:
+                continue
+            protocol = rule.protocol.lower()
+            match = f"ip daddr {rule.address} {protocol} dport {rule.port}"
+            if len(rule.backends) == 1:
+                address, port = rule.backends[0]
+                dnat.append(f"    {match} dnat to {address}:{port}")
+            else:
+                entries = ", ".join(
+                    f"{index} : {address} . {port}"
+                    for index, (address, port) in enumerate(rule.backends)
+                )
+                dnat.append(
+                    f"    {match} dnat to numgen inc mod {len(rule.backends)} map {{ {entries} }}"
+                )
+        for chain, hook, priority in (
+            ("prerouting", "prerouting", "-100"),
+            ("output", "output", "-100"),
+        ):
+            lines.append(
+                f"  chain services_{chain} {{ type nat hook {hook} priority {priority}; "
+                "policy accept;"
+            )
+            lines.extend(dnat)
+            lines.append("  }")
+        # What the host sends to a VIP with no ready backend is refused, as kube-proxy does; the
+        # pods' side of this lives with the policy rules (network_policy's prerouting chain).
+        lines.extend(
+            [
+                "  chain services_unready_output { type filter hook output priority -10; "
+                "policy accept;",
+                f"    ip daddr {self.service_network} meta l4proto tcp reject with tcp reset",
+                f"    ip daddr {self.service_network} reject",
+                "  }",
+            ]
+        )
+        lines.append("}")
+        _run("nft", "-f", "-", input_text="\n".join(lines) + "\n")
+
+    def set_policy(self, ruleset: str) -> None:
+        """Load the NetworkPolicy ruleset (`network_policy.nftables_ruleset`), atomically."""
+        _run("nft", "-f", "-", input_text=ruleset)
+
+    def list_set(self, name: str) -> str:
+        """`nft -j list set` of a set in the policy table (denied flows), as JSON text."""
+        completed = subprocess.run(
+            ["nft", "-j", "list", "set", "inet", self.table, name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return completed.stdout if completed.returncode == 0 else "{}"
+
+
+def _other_runs_active(mine: ipaddress.IPv4Network) -> bool:
+    for path in STATE_DIRECTORY.glob("block-*.lock"):
+        if path.name == f"block-{mine.network_address.packed[1]}.lock":
+            continue
+        descriptor = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)
+    return False
+
+
+def block_in_use(run_id: str) -> bool:
+    """Whether a live run holds an address block under this id."""
+    for path in STATE_DIRECTORY.glob("block-*.lock") if STATE_DIRECTORY.is_dir() else []:
+        if path.read_text().strip() != run_id:
+            continue
+        descriptor = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)
+    return False
+
+
+def remove_leftovers() -> list[str]:
+    """Namespaces, links, routes and tables of runs that died without a teardown (their block
+    lock is free again). Returns what was removed."""
+    removed: list[str] = []
+    if not STATE_DIRECTORY.is_dir():
+        return removed
+    for path in STATE_DIRECTORY.glob("block-*.lock"):
+        descriptor = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            continue  # a live run
+        try:
+            run_id = path.read_text().strip()
+            octet = path.name.removeprefix("block-").removesuffix(".lock")
+            if not run_id:
+                continue
+            for namespace in _namespaces_of(run_id):
+                _kill_processes_in(namespace)
+                _try("ip", "netns", "del", namespace)
+                removed.append(f"network namespace {namespace}")
+            for link in _links_of(run_id):
+                _try("ip", "link", "del", link)
+            for family, table in (
+                ("inet", f"mlopsctl_{run_id}"),
+                ("ip", f"mlopsctl_{run_id}_services"),
+            ):
+                if (
+                    subprocess.run(
+                        ["nft", "list", "table", family, table], capture_output=True, check=False
+                    ).returncode
+                    == 0
+                ):
+                    _try("nft", "delete", "table", family, table)
+                    removed.append(f"nftables table {table}")
+            _try("ip", "route", "del", "blackhole", f"10.{octet}.0.0/16")
+            _try("ip", "address", "del", f"10.{octet}.192.1/32", "dev", "lo")
+            path.write_text("")
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            os.close(descriptor)
+    return removed
+
+
+def _kill_processes_in(namespace: str) -> None:
+    """What a killed run left running in a namespace (container shims, the git host)."""
+    listed = subprocess.run(
+        ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False
+    )
+    for pid in listed.stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
+
+
+def _namespaces_of(run_id: str) -> list[str]:
+    if not NETNS_DIRECTORY.is_dir():
+        return []
+    return sorted(
+        path.name
+        for path in NETNS_DIRECTORY.iterdir()
+        if path.name.startswith(f"mlopsctl-{run_id}-")
+    )
+
+
+def _links_of(run_id: str) -> list[str]:
+    output = subprocess.run(
+        ["ip", "-j", "link"], capture_output=True, text=True, check=False
+    ).stdout
+    try:
+        links = json.loads(output or "[]")
+    except json.JSONDecodeError:
+        return []
+    prefix = f"ml{run_id[:4]}"
+    return [link["ifname"] for link in links if str(link.get("ifname", "")).startswith(prefix)]
+
+
+# -- sockets inside a namespace (port-forwards, probes from inside a pod) -----------------------
+
+_libc_setns = None
+
+
+def _setns(path: str) -> None:
+    import ctypes
+
+    global _libc_setns
+    if _libc_setns is None:
+        _libc_setns = ctypes.CDLL(None, use_errno=True).setns
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc_setns(descriptor, CLONE_NEWNET) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, f"setns {path}: {os.strerror(number)}")
+    finally:
+        os.close(descriptor)
+
+
+def connect_inside(namespace_path: str, address: tuple[str, int], timeout: float) -> socket.socket:
+    """A TCP connection made from inside a network namespace, as `kubectl port-forward` makes
+    it (to the pod's own 127.0.0.1), or as a pod's client would (to a Service name's VIP).
+
+    Namespaces belong to threads: a short-lived thread joins the namespace, connects, and ends,
+    so no other thread of the run ever changes namespace. The socket keeps its namespace.
+    """
+    result: list[socket.socket] = []
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            _setns(namespace_path)
+            result.append(socket.create_connection(address, timeout=timeout))
+        except BaseException as error:  # handed to the caller's thread below
+            failure.append(error)
+
+    thread = threading.Thread(target=connect, name="connect-inside", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+class PortForward:
+    """`kubectl port-forward`: a listener on the host's loopback whose connections are made
+    inside a pod's namespace to its 127.0.0.1:PORT. `pick` chooses the pod for each connection
+    (a ready pod of the Service), so a restarted pod is followed."""
+
+    def __init__(self, local_port: int, pick: Callable[[], str | None], remote_port: int) -> None:
+        self.pick = pick
+        self.remote_port = remote_port
+        self.listener = socket.create_server(("127.0.0.1", local_port), reuse_port=False)
+        self.local_port = int(self.listener.getsockname()[1])
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._accept, name=f"port-forward-{self.local_port}", daemon=True
+        )
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        namespace = self.pick()
+        if namespace is None:
+            client.close()
+            return
+        try:
+            upstream = connect_inside(namespace, ("127.0.0.1", self.remote_port), timeout=10)
+        except OSError:
+            client.close()
+            return
+        _splice(client, upstream)
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+
+
+def _splice(first: socket.socket, second: socket.socket) -> None:
+    def pump(source: socket.socket, destination: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                destination.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                destination.shutdown(socket.SHUT_WR)
+
+    for connection in (first, second):
+        connection.settimeout(None)
+    other = threading.Thread(target=pump, args=(second, first), daemon=True)
+    other.start()
+    pump(first, second)
+    other.join()
+    first.close()
+    second.close()
+
+
+@contextlib.contextmanager
+def lock_file(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(stream, fcntl.LOCK_UN)
