@@ -8,7 +8,11 @@ slow the first time on a machine, then served from the cache.
 from __future__ import annotations
 
 import fcntl
+import itertools
+import json
 import os
+import posixpath
+import re
 import stat
 import subprocess
 import sys
@@ -20,6 +24,7 @@ import pytest
 
 from mlopsctl import toolchain
 from mlopsctl.config import ImageBuild, load_config
+from mlopsctl.localrun.dockerfile import PipStep
 from mlopsctl.localrun.errors import LocalRunError
 from mlopsctl.localrun.images import (
     CACHE_VARIABLE,
@@ -402,3 +407,71 @@ def test_every_image_of_the_platform_builds_and_its_entry_point_imports(tmp_path
     assert promoter.environment["MLOPSCTL_TOOLS_DIR"] == "/opt/mlopsctl/tools"
     assert toolchain.installed_ok(tools)
     assert (tools / "bin" / "kubectl").stat().st_mode & stat.S_IXOTH
+
+
+def _pinned(requirements: str) -> dict[str, str]:
+    """name -> version of each `name==version` line (extras and comments left out)."""
+    pins = {}
+    for line in requirements.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()] = version.strip()
+    return pins
+
+
+def _installed(image: BuiltImage) -> dict[str, str]:
+    listed = subprocess.run(
+        [
+            str(image.venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m, json; "
+            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in json.loads(listed.stdout).items()
+    }
+
+
+def test_each_image_virtualenv_is_installed_from_the_files_its_dockerfile_names():
+    """The virtualenv the tests run an image's software in and the image itself cannot drift
+    apart: the files each `pip install` of the Dockerfile names (-r, -c) are the repository's
+    files, byte for byte, and every version they pin is the version installed."""
+    config = load_config(REPOSITORY)
+    for build in config.images:
+        image = build_image(REPOSITORY, build, default_cache_dir())
+        steps = [step for step in image.recipe.steps if isinstance(step, PipStep)]
+        assert steps, f"{build.name}: its Dockerfile installs nothing with pip"
+        installed = _installed(image)
+        named = [
+            posixpath.normpath(posixpath.join(step.workdir, argument))
+            for step in steps
+            for option, argument in itertools.pairwise(step.arguments)
+            if option in ("-r", "--requirement", "-c", "--constraint")
+        ]
+        assert named, f"{build.name}: pip install names no requirements or constraints file"
+        for path in named:
+            in_image = (image.rootfs / path.lstrip("/")).read_bytes()
+            sources = [
+                REPOSITORY / build.context / relative
+                for relative in image.copied_files
+                if path.endswith(f"/{relative}")
+            ]
+            assert any(source.read_bytes() == in_image for source in sources), (build.name, path)
+            constraints = any(
+                option in ("-c", "--constraint") and path.endswith(argument)
+                for step in steps
+                for option, argument in itertools.pairwise(step.arguments)
+            )
+            for name, version in _pinned(in_image.decode()).items():
+                if constraints and name not in installed:
+                    continue  # a constraint limits what is installed, it installs nothing
+                assert installed.get(name) == version, (build.name, path, name, version)
+    # The promoter installs its package with the constraints, and no development extra.
+    (promoter,) = [build for build in config.images if build.name.endswith("/promoter")]
+    assert "pytest" not in _installed(build_image(REPOSITORY, promoter, default_cache_dir()))

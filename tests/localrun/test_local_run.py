@@ -8,6 +8,7 @@ The tests share one run (it takes about a minute to come up) and build on each o
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -27,8 +28,6 @@ from tests.localrun.platform_run import (
     request_inside,
     wait_for,
 )
-
-pytest_plugins = ["tests.localrun.platform_run"]
 
 _URL = re.compile(r"https?://[^\s\"',]+")
 WEBHOOK_BLOCKED = (
@@ -275,7 +274,11 @@ def test_a_container_over_its_memory_limit_is_reported_oom_killed(platform_run: 
     pod, state = wait_for(oom_killed, "the new streamlit pod to be OOM-killed", 120)
     assert "memory limit 40 MiB reached" in state.last_termination
     assert re.search(r"peak \d+(\.\d)? MiB", state.last_termination)
-    assert any("OOMKilled" in line and pod.name in line for line in platform_run.run.status_lines())
+    # The run's status shows the pod, and under it why its container last ended.
+    lines = platform_run.run.status_lines()
+    (at,) = [index for index, line in enumerate(lines) if f"/{pod.name} " in line]
+    below = list(itertools.takewhile(lambda line: line.startswith("      "), lines[at + 1 :]))
+    assert any("streamlit: " in line and "OOMKilled" in line for line in below), lines
     # The rolling update keeps the old pod serving while the new one cannot start.
     assert serving <= {p.name for p in platform_run.pods("streamlit-") if p.ready}
 

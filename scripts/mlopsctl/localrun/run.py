@@ -569,6 +569,8 @@ class LocalRun:
                     f"  pod {pod.namespace}/{pod.name:<52} {pod.summary():<26} restarts {restarts}"
                 )
                 for state in [*pod.init_containers.values(), *pod.containers.values()]:
+                    # A container restarting after a failure says why it last ended, as
+                    # `kubectl describe` shows its Last State.
                     if state.reason in (
                         "CrashLoopBackOff",
                         "OOMKilled",
@@ -576,7 +578,7 @@ class LocalRun:
                         "StartError",
                         "CreateContainerConfigError",
                         "CreateContainerError",
-                    ):
+                    ) or (state.last_termination and not state.ready):
                         lines.append(f"      {state.name}: {state.reason}: {_last_state(state)}")
                         for line in pod.log_tail(state.name, 5):
                             lines.append(f"        | {line}")
