@@ -490,6 +490,7 @@ class CgroupDriver(ABC):
     # below the caller's own cgroup, so the runs of another session (with its own cgroup but
     # the same root cpu hierarchy) are not taken for leftovers.
     primary: ClassVar[str]
+    container_cgroup_class: ClassVar[type[ContainerCgroup]]
 
     def __init__(self, bases: Mapping[str, Path]) -> None:
         # Controller -> the `mlopsctl` directory in that controller's hierarchy, primary first.
@@ -512,7 +513,7 @@ class CgroupDriver(ABC):
         """
         parts = (cgroup_name(run_id), cgroup_name(pod), cgroup_name(container))
         directories = {controller: base.joinpath(*parts) for controller, base in self.bases.items()}
-        cgroup = self._container_cgroup(run_id, pod, container, resources, directories)
+        cgroup = self.container_cgroup_class(self, run_id, pod, container, resources, directories)
         leaves = cgroup.leaves
         for leaf in leaves:
             running = _pids_in([leaf])
@@ -609,16 +610,6 @@ class CgroupDriver(ABC):
         self._set_pod_cpu(run, pod, cpu_shares(total))
 
     @abstractmethod
-    def _container_cgroup(
-        self,
-        run_id: str,
-        pod: str,
-        container: str,
-        resources: Resources,
-        directories: Mapping[str, Path],
-    ) -> ContainerCgroup: ...
-
-    @abstractmethod
     def _prepare_parent(self, directory: Path) -> None:
         """Make a cgroup that will hold cgroups (not processes) able to pass controllers down."""
 
@@ -683,15 +674,7 @@ class V1Driver(CgroupDriver):
     version = 1
     primary = "memory"
 
-    def _container_cgroup(
-        self,
-        run_id: str,
-        pod: str,
-        container: str,
-        resources: Resources,
-        directories: Mapping[str, Path],
-    ) -> ContainerCgroup:
-        return V1ContainerCgroup(self, run_id, pod, container, resources, directories)
+    container_cgroup_class: ClassVar[type[ContainerCgroup]] = V1ContainerCgroup
 
     def _prepare_parent(self, directory: Path) -> None:
         # v1 hierarchies pass every controller down by themselves.
@@ -781,15 +764,7 @@ class V2Driver(CgroupDriver):
     version = 2
     primary = "unified"
 
-    def _container_cgroup(
-        self,
-        run_id: str,
-        pod: str,
-        container: str,
-        resources: Resources,
-        directories: Mapping[str, Path],
-    ) -> ContainerCgroup:
-        return V2ContainerCgroup(self, run_id, pod, container, resources, directories)
+    container_cgroup_class: ClassVar[type[ContainerCgroup]] = V2ContainerCgroup
 
     def _prepare_parent(self, directory: Path) -> None:
         enable_controllers(directory)

@@ -264,33 +264,33 @@ class RunNetwork:
         return completed.stdout if completed.returncode == 0 else "{}"
 
 
-def _other_runs_active(mine: ipaddress.IPv4Network) -> bool:
-    for path in STATE_DIRECTORY.glob("block-*.lock"):
-        if path.name == f"block-{mine.network_address.packed[1]}.lock":
-            continue
-        descriptor = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(descriptor)
+def _held(path: Path) -> bool:
+    """Whether a live run holds this block lock (the lock dies with its process)."""
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
     return False
+
+
+def _other_runs_active(mine: ipaddress.IPv4Network) -> bool:
+    return any(
+        _held(path)
+        for path in STATE_DIRECTORY.glob("block-*.lock")
+        if path.name != f"block-{mine.network_address.packed[1]}.lock"
+    )
 
 
 def block_in_use(run_id: str) -> bool:
     """Whether a live run holds an address block under this id."""
-    for path in STATE_DIRECTORY.glob("block-*.lock") if STATE_DIRECTORY.is_dir() else []:
-        if path.read_text().strip() != run_id:
-            continue
-        descriptor = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(descriptor)
-    return False
+    return any(
+        _held(path)
+        for path in (STATE_DIRECTORY.glob("block-*.lock") if STATE_DIRECTORY.is_dir() else [])
+        if path.read_text().strip() == run_id
+    )
 
 
 def remove_leftovers() -> list[str]:

@@ -53,6 +53,19 @@ POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def restricted(uid: int, gid: int) -> SecurityContext:
+    """The restricted security context the operators' own pods run with."""
+    return SecurityContext(
+        run_as_user=uid,
+        run_as_group=gid,
+        run_as_non_root=True,
+        read_only_root_filesystem=True,
+        allow_privilege_escalation=False,
+        drop_all_capabilities=True,
+        fs_group=gid,
+    )
+
+
 @dataclass(frozen=True)
 class HostRecipe:
     entrypoint: tuple[str, ...] | None = None
@@ -253,15 +266,7 @@ class CloudNativePG:
             readiness_probe=ready,
             liveness_probe=Probe(ready.action, period_seconds=10, timeout_seconds=5),
             resources=resources,
-            security=SecurityContext(
-                run_as_user=self.uid,
-                run_as_group=self.gid,
-                run_as_non_root=True,
-                read_only_root_filesystem=True,
-                allow_privilege_escalation=False,
-                drop_all_capabilities=True,
-                fs_group=self.gid,
-            ),
+            security=restricted(self.uid, self.gid),
             mounts=(
                 VolumeMount("pgdata", "/var/lib/postgresql/data"),
                 VolumeMount("run", "/controller/run"),
@@ -431,15 +436,7 @@ class PrometheusStack:
                 failure_threshold=6,
             ),
             resources=resources,
-            security=SecurityContext(
-                run_as_user=self.uid,
-                run_as_group=self.gid,
-                run_as_non_root=True,
-                read_only_root_filesystem=True,
-                allow_privilege_escalation=False,
-                drop_all_capabilities=True,
-                fs_group=self.gid,
-            ),
+            security=restricted(self.uid, self.gid),
             mounts=(
                 VolumeMount("config", "/etc/prometheus/config", read_only=True),
                 VolumeMount("data", "/prometheus"),

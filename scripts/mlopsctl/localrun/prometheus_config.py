@@ -37,6 +37,7 @@ import yaml
 
 from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.model import ContainerPort, ObjectReference, PodAddress, Service
+from mlopsctl.localrun.workloads import list_at, mapping_at
 
 # kube-prometheus-stack's defaults for its Prometheus (the operator's defaults, which the chart
 # does not change and this repository's values do not set).
@@ -119,20 +120,20 @@ def label_selector(raw: Any, resource: object, field: str) -> LabelPredicate:
 
     An empty selector selects everything, as the operator reads a monitor's `selector: {}`.
     """
-    selector = _mapping(raw, resource, field)
+    selector = mapping_at(raw, resource, field)
     _refuse_unknown(selector, frozenset({"matchLabels", "matchExpressions"}), resource, field)
     match_labels = {
         str(key): _string(value, resource, f"{field}.matchLabels.{key}")
-        for key, value in _mapping(
+        for key, value in mapping_at(
             selector.get("matchLabels"), resource, f"{field}.matchLabels"
         ).items()
     }
     expressions: list[tuple[str, str, frozenset[str]]] = []
     for index, raw_expression in enumerate(
-        _list(selector.get("matchExpressions"), resource, f"{field}.matchExpressions")
+        list_at(selector.get("matchExpressions"), resource, f"{field}.matchExpressions")
     ):
         where = f"{field}.matchExpressions[{index}]"
-        expression = _mapping(raw_expression, resource, where)
+        expression = mapping_at(raw_expression, resource, where)
         key = _string(expression.get("key"), resource, f"{where}.key")
         operator = expression.get("operator")
         if operator not in _SELECTOR_OPERATORS:
@@ -144,7 +145,7 @@ def label_selector(raw: Any, resource: object, field: str) -> LabelPredicate:
         values = frozenset(
             _string(value, resource, f"{where}.values[{value_index}]")
             for value_index, value in enumerate(
-                _list(expression.get("values"), resource, f"{where}.values")
+                list_at(expression.get("values"), resource, f"{where}.values")
             )
         )
         if operator in ("In", "NotIn") and not values:
@@ -173,14 +174,14 @@ def label_selector(raw: Any, resource: object, field: str) -> LabelPredicate:
 
 def namespace_selector(raw: Any, own_namespace: str, resource: object) -> Callable[[str], bool]:
     """A monitor's `namespaceSelector`: `any: true`, `matchNames`, or (absent) its own namespace."""
-    selector = _mapping(raw, resource, "spec.namespaceSelector")
+    selector = mapping_at(raw, resource, "spec.namespaceSelector")
     _refuse_unknown(selector, frozenset({"any", "matchNames"}), resource, "spec.namespaceSelector")
     if _boolean(selector.get("any"), resource, "spec.namespaceSelector.any", default=False):
         return lambda _namespace: True
     names = frozenset(
         _string(name, resource, f"spec.namespaceSelector.matchNames[{index}]")
         for index, name in enumerate(
-            _list(selector.get("matchNames"), resource, "spec.namespaceSelector.matchNames")
+            list_at(selector.get("matchNames"), resource, "spec.namespaceSelector.matchNames")
         )
     )
     if not names:
@@ -240,7 +241,7 @@ def _service_monitor_jobs(
     interval_override: str | None,
 ) -> list[dict[str, Any]]:
     resource = _reference(body, "ServiceMonitor")
-    spec = _mapping(body.get("spec"), resource, "spec")
+    spec = mapping_at(body.get("spec"), resource, "spec")
     _refuse_unknown(spec, _SERVICE_MONITOR_FIELDS, resource, "spec")
     if "selector" not in spec:
         raise UnsupportedManifest(resource, "spec.selector", "is required")
@@ -249,7 +250,7 @@ def _service_monitor_jobs(
     job_label = _optional_string(spec.get("jobLabel"), resource, "spec.jobLabel")
     target_labels = _strings(spec.get("targetLabels"), resource, "spec.targetLabels")
     pod_target_labels = _strings(spec.get("podTargetLabels"), resource, "spec.podTargetLabels")
-    endpoints = _list(spec.get("endpoints"), resource, "spec.endpoints")
+    endpoints = list_at(spec.get("endpoints"), resource, "spec.endpoints")
     if not endpoints:
         raise UnsupportedManifest(resource, "spec.endpoints", "names no endpoint to scrape")
 
@@ -264,7 +265,7 @@ def _service_monitor_jobs(
     jobs: list[dict[str, Any]] = []
     for index, raw_endpoint in enumerate(endpoints):
         where = f"spec.endpoints[{index}]"
-        entry = _mapping(raw_endpoint, resource, where)
+        entry = mapping_at(raw_endpoint, resource, where)
         _refuse_unknown(entry, _SERVICE_ENDPOINT_FIELDS, resource, where)
         settings = _endpoint_settings(entry, resource, where)
         port_name = _optional_string(entry.get("port"), resource, f"{where}.port")
@@ -355,7 +356,7 @@ def _pod_monitor_jobs(
     body: dict[str, Any], pods: Sequence[PodAddress], interval_override: str | None
 ) -> list[dict[str, Any]]:
     resource = _reference(body, "PodMonitor")
-    spec = _mapping(body.get("spec"), resource, "spec")
+    spec = mapping_at(body.get("spec"), resource, "spec")
     _refuse_unknown(spec, _POD_MONITOR_FIELDS, resource, "spec")
     if "selector" not in spec:
         raise UnsupportedManifest(resource, "spec.selector", "is required")
@@ -363,7 +364,7 @@ def _pod_monitor_jobs(
     in_namespace = namespace_selector(spec.get("namespaceSelector"), resource.namespace, resource)
     job_label = _optional_string(spec.get("jobLabel"), resource, "spec.jobLabel")
     pod_target_labels = _strings(spec.get("podTargetLabels"), resource, "spec.podTargetLabels")
-    endpoints = _list(spec.get("podMetricsEndpoints"), resource, "spec.podMetricsEndpoints")
+    endpoints = list_at(spec.get("podMetricsEndpoints"), resource, "spec.podMetricsEndpoints")
     if not endpoints:
         raise UnsupportedManifest(
             resource, "spec.podMetricsEndpoints", "names no endpoint to scrape"
@@ -380,7 +381,7 @@ def _pod_monitor_jobs(
     jobs: list[dict[str, Any]] = []
     for index, raw_endpoint in enumerate(endpoints):
         where = f"spec.podMetricsEndpoints[{index}]"
-        entry = _mapping(raw_endpoint, resource, where)
+        entry = mapping_at(raw_endpoint, resource, where)
         _refuse_unknown(entry, _POD_ENDPOINT_FIELDS, resource, where)
         settings = _endpoint_settings(entry, resource, where)
         port_name = _optional_string(entry.get("port"), resource, f"{where}.port")
@@ -451,7 +452,7 @@ def _endpoint_settings(entry: Mapping[str, Any], resource: object, where: str) -
     params: dict[str, list[str]] | None = None
     if entry.get("params") is not None:
         params = {}
-        for name, values in _mapping(entry.get("params"), resource, f"{where}.params").items():
+        for name, values in mapping_at(entry.get("params"), resource, f"{where}.params").items():
             params[str(name)] = list(_strings(values, resource, f"{where}.params.{name}"))
     if not _boolean(entry.get("filterRunning"), resource, f"{where}.filterRunning", default=True):
         raise UnsupportedManifest(
@@ -521,21 +522,21 @@ def rule_files(prometheus_rules: Sequence[dict[str, Any]]) -> dict[str, str]:
     files: dict[str, str] = {}
     for body in sorted(prometheus_rules, key=_namespaced_name):
         resource = _reference(body, "PrometheusRule")
-        spec = _mapping(body.get("spec"), resource, "spec")
+        spec = mapping_at(body.get("spec"), resource, "spec")
         _refuse_unknown(spec, frozenset({"groups"}), resource, "spec")
         groups: list[dict[str, Any]] = []
-        for index, raw_group in enumerate(_list(spec.get("groups"), resource, "spec.groups")):
+        for index, raw_group in enumerate(list_at(spec.get("groups"), resource, "spec.groups")):
             where = f"spec.groups[{index}]"
-            group = dict(_mapping(raw_group, resource, where))
+            group = dict(mapping_at(raw_group, resource, where))
             _refuse_unknown(group, _RULE_GROUP_FIELDS, resource, where)
             group.pop("partial_response_strategy", None)
             if group.get("interval") == "":
                 del group["interval"]
             rules: list[dict[str, Any]] = []
             for rule_index, raw_rule in enumerate(
-                _list(group.get("rules"), resource, f"{where}.rules")
+                list_at(group.get("rules"), resource, f"{where}.rules")
             ):
-                rule = dict(_mapping(raw_rule, resource, f"{where}.rules[{rule_index}]"))
+                rule = dict(mapping_at(raw_rule, resource, f"{where}.rules[{rule_index}]"))
                 if rule.get("for") == "":
                     del rule["for"]
                 rules.append(rule)
@@ -629,22 +630,6 @@ def _refuse_unknown(
             raise UnsupportedManifest(resource, f"{field}.{key}", "not supported by the local run")
 
 
-def _mapping(value: Any, resource: object, field: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UnsupportedManifest(resource, field, f"expected a mapping, found {value!r}")
-    return value
-
-
-def _list(value: Any, resource: object, field: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise UnsupportedManifest(resource, field, f"expected a list, found {value!r}")
-    return value
-
-
 def _string(value: Any, resource: object, field: str) -> str:
     if not isinstance(value, str):
         raise UnsupportedManifest(resource, field, f"expected a string, found {value!r}")
@@ -658,7 +643,7 @@ def _optional_string(value: Any, resource: object, field: str) -> str | None:
 def _strings(value: Any, resource: object, field: str) -> tuple[str, ...]:
     return tuple(
         _string(item, resource, f"{field}[{index}]")
-        for index, item in enumerate(_list(value, resource, field))
+        for index, item in enumerate(list_at(value, resource, field))
     )
 
 

@@ -273,7 +273,7 @@ def reference_of(body: Mapping[str, Any], default_namespace: str = "") -> Object
     )
 
 
-def _mapping(value: Any, resource: object, field: str) -> dict[str, Any]:
+def mapping_at(value: Any, resource: object, field: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -281,7 +281,7 @@ def _mapping(value: Any, resource: object, field: str) -> dict[str, Any]:
     return value
 
 
-def _list(value: Any, resource: object, field: str) -> list[Any]:
+def list_at(value: Any, resource: object, field: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -309,7 +309,7 @@ def _number(value: Any, resource: object, field: str, default: float) -> float:
 def _strings(value: Any, resource: object, field: str) -> tuple[str, ...] | None:
     if value is None:
         return None
-    items = _list(value, resource, field)
+    items = list_at(value, resource, field)
     if not all(isinstance(item, str) for item in items):
         raise UnsupportedManifest(resource, field, "every item must be a string")
     return tuple(items)
@@ -335,20 +335,20 @@ def _port_value(
 def _probe(raw: Any, ports: Sequence[ContainerPort], resource: object, field: str) -> Probe | None:
     if raw is None:
         return None
-    section = _mapping(raw, resource, field)
+    section = mapping_at(raw, resource, field)
     _refuse_unknown(section, _PROBE_FIELDS, resource, field)
     action: ProbeAction
     kinds = [name for name in ("httpGet", "tcpSocket", "exec") if name in section]
     if len(kinds) != 1:
         raise UnsupportedManifest(resource, field, "needs exactly one of httpGet, tcpSocket, exec")
     if "httpGet" in section:
-        http = _mapping(section["httpGet"], resource, f"{field}.httpGet")
+        http = mapping_at(section["httpGet"], resource, f"{field}.httpGet")
         _refuse_unknown(
             http, frozenset({"path", "port", "scheme", "httpHeaders"}), resource, f"{field}.httpGet"
         )
         headers = tuple(
             (str(header.get("name", "")), str(header.get("value", "")))
-            for header in _list(http.get("httpHeaders"), resource, f"{field}.httpGet.httpHeaders")
+            for header in list_at(http.get("httpHeaders"), resource, f"{field}.httpGet.httpHeaders")
         )
         scheme = str(http.get("scheme", "HTTP")).upper()
         if scheme not in ("HTTP", "HTTPS"):
@@ -362,12 +362,12 @@ def _probe(raw: Any, ports: Sequence[ContainerPort], resource: object, field: st
             headers=headers,
         )
     elif "tcpSocket" in section:
-        tcp = _mapping(section["tcpSocket"], resource, f"{field}.tcpSocket")
+        tcp = mapping_at(section["tcpSocket"], resource, f"{field}.tcpSocket")
         _refuse_unknown(tcp, frozenset({"port"}), resource, f"{field}.tcpSocket")
         action = TcpSocket(_port_value(tcp.get("port"), ports, resource, f"{field}.tcpSocket.port"))
     else:
         command = _strings(
-            _mapping(section["exec"], resource, f"{field}.exec").get("command"),
+            mapping_at(section["exec"], resource, f"{field}.exec").get("command"),
             resource,
             f"{field}.exec.command",
         )
@@ -406,10 +406,10 @@ def _probe(raw: Any, ports: Sequence[ContainerPort], resource: object, field: st
 
 
 def _resources(raw: Any, resource: object, field: str) -> Resources:
-    section = _mapping(raw, resource, field)
+    section = mapping_at(raw, resource, field)
     _refuse_unknown(section, frozenset({"requests", "limits"}), resource, field)
-    requests = _mapping(section.get("requests"), resource, f"{field}.requests")
-    limits = _mapping(section.get("limits"), resource, f"{field}.limits")
+    requests = mapping_at(section.get("requests"), resource, f"{field}.requests")
+    limits = mapping_at(section.get("limits"), resource, f"{field}.limits")
     for name, values in (("requests", requests), ("limits", limits)):
         _refuse_unknown(
             values, frozenset({"cpu", "memory", "ephemeral-storage"}), resource, f"{field}.{name}"
@@ -451,7 +451,7 @@ def _resources(raw: Any, resource: object, field: str) -> Resources:
 def _security(
     container_raw: Any, pod: Mapping[str, Any], resource: object, field: str
 ) -> SecurityContext:
-    container = _mapping(container_raw, resource, field)
+    container = mapping_at(container_raw, resource, field)
     _refuse_unknown(container, _CONTAINER_SECURITY_FIELDS, resource, field)
     if container.get("privileged"):
         raise UnsupportedManifest(
@@ -459,7 +459,7 @@ def _security(
             f"{field}.privileged",
             "privileged containers are not supported by the local run",
         )
-    capabilities = _mapping(container.get("capabilities"), resource, f"{field}.capabilities")
+    capabilities = mapping_at(container.get("capabilities"), resource, f"{field}.capabilities")
     _refuse_unknown(capabilities, frozenset({"drop", "add"}), resource, f"{field}.capabilities")
     if capabilities.get("add"):
         raise UnsupportedManifest(
@@ -469,7 +469,7 @@ def _security(
         )
     dropped = [
         str(item)
-        for item in _list(capabilities.get("drop"), resource, f"{field}.capabilities.drop")
+        for item in list_at(capabilities.get("drop"), resource, f"{field}.capabilities.drop")
     ]
 
     def pick(key: str) -> Any:
@@ -485,7 +485,7 @@ def _security(
             )
         return value
 
-    groups = _list(
+    groups = list_at(
         pod.get("supplementalGroups"), resource, "spec.securityContext.supplementalGroups"
     )
     fs_group = pod.get("fsGroup")
@@ -504,7 +504,7 @@ def _security(
 def _key_reference(
     raw: Any, kind: Literal["ConfigMap", "Secret"], resource: object, field: str
 ) -> KeyReference:
-    section = _mapping(raw, resource, field)
+    section = mapping_at(raw, resource, field)
     _refuse_unknown(section, frozenset({"name", "key", "optional"}), resource, field)
     if not section.get("name") or not section.get("key"):
         raise UnsupportedManifest(resource, field, "needs a name and a key")
@@ -521,9 +521,9 @@ _FIELD_PATHS = re.compile(
 
 def _env(raw: Any, resource: object, field: str) -> tuple[EnvVar, ...]:
     variables: list[EnvVar] = []
-    for index, item in enumerate(_list(raw, resource, field)):
+    for index, item in enumerate(list_at(raw, resource, field)):
         where = f"{field}[{index}]"
-        entry = _mapping(item, resource, where)
+        entry = mapping_at(item, resource, where)
         _refuse_unknown(entry, frozenset({"name", "value", "valueFrom"}), resource, where)
         name = entry.get("name")
         if not isinstance(name, str) or not name:
@@ -532,7 +532,7 @@ def _env(raw: Any, resource: object, field: str) -> tuple[EnvVar, ...]:
             value = entry.get("value", "")
             variables.append(EnvVar(name, str(value) if value is not None else ""))
             continue
-        source = _mapping(entry["valueFrom"], resource, f"{where}.valueFrom")
+        source = mapping_at(entry["valueFrom"], resource, f"{where}.valueFrom")
         if len(source) != 1:
             raise UnsupportedManifest(resource, f"{where}.valueFrom", "needs exactly one source")
         ((kind, reference),) = source.items()
@@ -556,7 +556,7 @@ def _env(raw: Any, resource: object, field: str) -> tuple[EnvVar, ...]:
             )
         elif kind == "fieldRef":
             path = str(
-                _mapping(reference, resource, f"{where}.valueFrom.fieldRef").get("fieldPath", "")
+                mapping_at(reference, resource, f"{where}.valueFrom.fieldRef").get("fieldPath", "")
             )
             if not _FIELD_PATHS.match(path):
                 raise UnsupportedManifest(
@@ -574,13 +574,13 @@ def _env(raw: Any, resource: object, field: str) -> tuple[EnvVar, ...]:
 
 def _env_from(raw: Any, resource: object, field: str) -> tuple[EnvFrom, ...]:
     sources: list[EnvFrom] = []
-    for index, item in enumerate(_list(raw, resource, field)):
+    for index, item in enumerate(list_at(raw, resource, field)):
         where = f"{field}[{index}]"
-        entry = _mapping(item, resource, where)
+        entry = mapping_at(item, resource, where)
         _refuse_unknown(entry, frozenset({"configMapRef", "secretRef", "prefix"}), resource, where)
         for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
             if key in entry:
-                reference = _mapping(entry[key], resource, f"{where}.{key}")
+                reference = mapping_at(entry[key], resource, f"{where}.{key}")
                 sources.append(
                     EnvFrom(
                         cast(Literal["ConfigMap", "Secret"], kind),
@@ -595,7 +595,7 @@ def _env_from(raw: Any, resource: object, field: str) -> tuple[EnvFrom, ...]:
 def _container(
     raw: Any, pod: Mapping[str, Any], volumes: Mapping[str, Volume], resource: object, field: str
 ) -> Container:
-    section = _mapping(raw, resource, field)
+    section = mapping_at(raw, resource, field)
     _refuse_unknown(section, _CONTAINER_FIELDS, resource, field)
     name = section.get("name")
     image = section.get("image")
@@ -604,8 +604,8 @@ def _container(
     if not isinstance(image, str) or not image:
         raise UnsupportedManifest(resource, f"{field}.image", "every container needs an image")
     ports: list[ContainerPort] = []
-    for index, port in enumerate(_list(section.get("ports"), resource, f"{field}.ports")):
-        entry = _mapping(port, resource, f"{field}.ports[{index}]")
+    for index, port in enumerate(list_at(section.get("ports"), resource, f"{field}.ports")):
+        entry = mapping_at(port, resource, f"{field}.ports[{index}]")
         number = entry.get("containerPort")
         if not isinstance(number, int) or not 0 < number < 65536:
             raise UnsupportedManifest(
@@ -618,10 +618,10 @@ def _container(
         ports.append(ContainerPort(entry.get("name"), number, str(entry.get("protocol", "TCP"))))
     mounts: list[VolumeMount] = []
     for index, mount in enumerate(
-        _list(section.get("volumeMounts"), resource, f"{field}.volumeMounts")
+        list_at(section.get("volumeMounts"), resource, f"{field}.volumeMounts")
     ):
         where = f"{field}.volumeMounts[{index}]"
-        entry = _mapping(mount, resource, where)
+        entry = mapping_at(mount, resource, where)
         _refuse_unknown(
             entry, frozenset({"name", "mountPath", "readOnly", "subPath"}), resource, where
         )
@@ -663,13 +663,13 @@ def _container(
 
 
 def _volume(raw: Any, resource: object, field: str) -> Volume:
-    section = _mapping(raw, resource, field)
+    section = mapping_at(raw, resource, field)
     name = str(section.get("name", ""))
     kinds = [key for key in section if key != "name"]
     if len(kinds) != 1:
         raise UnsupportedManifest(resource, field, "a volume needs exactly one source")
     kind = kinds[0]
-    source = _mapping(section[kind], resource, f"{field}.{kind}")
+    source = mapping_at(section[kind], resource, f"{field}.{kind}")
     where = f"{field}.{kind}"
     if kind == "emptyDir":
         _refuse_unknown(source, frozenset({"sizeLimit", "medium"}), resource, where)
@@ -702,7 +702,7 @@ def _volume(raw: Any, resource: object, field: str) -> Volume:
         )
         items = tuple(
             KeyToPath(str(item.get("key", "")), str(item.get("path", "")), item.get("mode"))
-            for item in _list(source.get("items"), resource, f"{where}.items")
+            for item in list_at(source.get("items"), resource, f"{where}.items")
         )
         return Volume(
             name,
@@ -719,28 +719,30 @@ def pod_template(
     template: Mapping[str, Any], resource: object, field: str = "spec.template"
 ) -> PodTemplate:
     """A pod template (`spec.template` of a workload) as the local run will run it."""
-    metadata = _mapping(template.get("metadata"), resource, f"{field}.metadata")
-    spec = _mapping(template.get("spec"), resource, f"{field}.spec")
+    metadata = mapping_at(template.get("metadata"), resource, f"{field}.metadata")
+    spec = mapping_at(template.get("spec"), resource, f"{field}.spec")
     _refuse_unknown(spec, _POD_FIELDS, resource, f"{field}.spec")
     if spec.get("dnsPolicy", "ClusterFirst") != "ClusterFirst":
         raise UnsupportedManifest(
             resource, f"{field}.spec.dnsPolicy", "only ClusterFirst is supported by the local run"
         )
-    pod_security = _mapping(spec.get("securityContext"), resource, f"{field}.spec.securityContext")
+    pod_security = mapping_at(
+        spec.get("securityContext"), resource, f"{field}.spec.securityContext"
+    )
     _refuse_unknown(pod_security, _POD_SECURITY_FIELDS, resource, f"{field}.spec.securityContext")
     volumes = {
         volume.name: volume
         for volume in (
             _volume(raw, resource, f"{field}.spec.volumes[{index}]")
             for index, raw in enumerate(
-                _list(spec.get("volumes"), resource, f"{field}.spec.volumes")
+                list_at(spec.get("volumes"), resource, f"{field}.spec.volumes")
             )
         )
     }
     containers = tuple(
         _container(raw, pod_security, volumes, resource, f"{field}.spec.containers[{index}]")
         for index, raw in enumerate(
-            _list(spec.get("containers"), resource, f"{field}.spec.containers")
+            list_at(spec.get("containers"), resource, f"{field}.spec.containers")
         )
     )
     if not containers:
@@ -748,7 +750,7 @@ def pod_template(
     init_containers = tuple(
         _container(raw, pod_security, volumes, resource, f"{field}.spec.initContainers[{index}]")
         for index, raw in enumerate(
-            _list(spec.get("initContainers"), resource, f"{field}.spec.initContainers")
+            list_at(spec.get("initContainers"), resource, f"{field}.spec.initContainers")
         )
     )
     restart_policy = spec.get("restartPolicy", "Always")
@@ -756,8 +758,8 @@ def pod_template(
         raise UnsupportedManifest(
             resource, f"{field}.spec.restartPolicy", f"{restart_policy!r} is not a restart policy"
         )
-    labels = _mapping(metadata.get("labels"), resource, f"{field}.metadata.labels")
-    annotations = _mapping(metadata.get("annotations"), resource, f"{field}.metadata.annotations")
+    labels = mapping_at(metadata.get("labels"), resource, f"{field}.metadata.labels")
+    annotations = mapping_at(metadata.get("annotations"), resource, f"{field}.metadata.annotations")
     return PodTemplate(
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
         annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())),
@@ -781,14 +783,14 @@ def pod_template(
 def workload(body: Mapping[str, Any]) -> Workload:
     """A Deployment, StatefulSet or Job from its rendered body."""
     resource = reference_of(body)
-    spec = _mapping(body.get("spec"), resource, "spec")
-    template = _mapping(spec.get("template"), resource, "spec.template")
+    spec = mapping_at(body.get("spec"), resource, "spec")
+    template = mapping_at(spec.get("template"), resource, "spec.template")
     pod = pod_template(template, resource)
-    annotations = _mapping(
+    annotations = mapping_at(
         (body.get("metadata") or {}).get("annotations"), resource, "metadata.annotations"
     )
     hook = annotations.get("argocd.argoproj.io/hook")
-    selector = _mapping(spec.get("selector"), resource, "spec.selector")
+    selector = mapping_at(spec.get("selector"), resource, "spec.selector")
     if resource.kind != "Job":
         _check_selector(selector, pod, resource)
     if resource.kind == "Job":
@@ -814,7 +816,7 @@ def workload(body: Mapping[str, Any]) -> Workload:
             else _number(deadline, resource, "spec.activeDeadlineSeconds", 0),
         )
     replicas = int(_number(spec.get("replicas"), resource, "spec.replicas", 1))
-    strategy = _mapping(spec.get("strategy"), resource, "spec.strategy").get(
+    strategy = mapping_at(spec.get("strategy"), resource, "spec.strategy").get(
         "type", "RollingUpdate"
     )
     if strategy not in ("RollingUpdate", "Recreate"):
@@ -828,7 +830,7 @@ def _check_selector(selector: Mapping[str, Any], pod: PodTemplate, resource: obj
     # The API server refuses a selector that does not select its own template: so do we.
     _refuse_unknown(selector, frozenset({"matchLabels"}), resource, "spec.selector")
     labels = pod.label_map
-    for key, value in _mapping(
+    for key, value in mapping_at(
         selector.get("matchLabels"), resource, "spec.selector.matchLabels"
     ).items():
         if labels.get(key) != str(value):
@@ -842,15 +844,15 @@ def _check_selector(selector: Mapping[str, Any], pod: PodTemplate, resource: obj
 def service(body: Mapping[str, Any]) -> Service:
     """A Service from its rendered body (ClusterIP or headless; other types are refused)."""
     resource = reference_of(body)
-    spec = _mapping(body.get("spec"), resource, "spec")
+    spec = mapping_at(body.get("spec"), resource, "spec")
     kind = spec.get("type", "ClusterIP")
     if kind != "ClusterIP":
         raise UnsupportedManifest(
             resource, "spec.type", f"{kind} Services are not supported by the local run"
         )
     ports: list[ServicePort] = []
-    for index, raw in enumerate(_list(spec.get("ports"), resource, "spec.ports")):
-        entry = _mapping(raw, resource, f"spec.ports[{index}]")
+    for index, raw in enumerate(list_at(spec.get("ports"), resource, "spec.ports")):
+        entry = mapping_at(raw, resource, f"spec.ports[{index}]")
         number = entry.get("port")
         if not isinstance(number, int):
             raise UnsupportedManifest(
@@ -865,8 +867,8 @@ def service(body: Mapping[str, Any]) -> Service:
                 str(entry.get("protocol", "TCP")),
             )
         )
-    selector = _mapping(spec.get("selector"), resource, "spec.selector")
-    labels = _mapping((body.get("metadata") or {}).get("labels"), resource, "metadata.labels")
+    selector = mapping_at(spec.get("selector"), resource, "spec.selector")
+    labels = mapping_at((body.get("metadata") or {}).get("labels"), resource, "metadata.labels")
     return Service(
         resource,
         tuple(sorted((str(k), str(v)) for k, v in selector.items())),
