@@ -140,7 +140,8 @@ class ContainerState:
     # those probes are for, so they are only counted.
     probe_failures: list[str] = field(default_factory=list)
     start_up_probe_failures: int = 0
-    # Seconds from the container's first start to its first readiness (its own start-up time).
+    # Seconds from the container's first start to its first readiness (its own start-up time),
+    # or, for a container that runs to completion (a Job's), to its successful end.
     start_up_seconds: float | None = None
 
 
@@ -399,6 +400,9 @@ class Pod:
             state.message = " ".join(self.log_tail(container.name, 2))
         else:
             state.reason = "Completed" if code == 0 else "Error"
+            if code == 0 and self.template.restart_policy != "Always" and state.started_at:
+                # A Job's container is done, not ready: its own time is its whole run.
+                state.start_up_seconds = time.time() - state.started_at
         cgroup.kill_all(signal.SIGKILL)
         self.environment.pod_changed(self)
         return code
@@ -818,12 +822,17 @@ class Pod:
             binds.append(
                 launcher.Bind(f"/dev/{device}", f"/dev/{device}", read_only=False, is_file=True)
             )
-        for needed in (image.python_prefix, image.venv):
-            directory = str(needed) if needed is not None else ""
-            if directory and not any(
+        # The interpreter and the virtualenv keep their host paths (scripts name them), mounted
+        # last: a volume over a directory above them (an emptyDir on /tmp, with the image cache
+        # under /tmp) must not hide them.
+        software = [
+            directory
+            for needed in (image.python_prefix, image.venv)
+            if (directory := str(needed) if needed is not None else "")
+            and not any(
                 directory == b.target or directory.startswith(b.target + "/") for b in binds
-            ):
-                binds.append(launcher.Bind(directory, directory))
+            )
+        ]
         if image.rootfs.is_dir():
             for entry in sorted(image.rootfs.iterdir()):
                 binds.append(launcher.Bind(str(entry), f"/{entry.name}", is_file=entry.is_file()))
@@ -846,6 +855,7 @@ class Pod:
                     str(source), mount.path, read_only=read_only, is_file=source.is_file()
                 )
             )
+        binds.extend(launcher.Bind(directory, directory) for directory in software)
         return binds
 
 

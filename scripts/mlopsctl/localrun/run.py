@@ -642,17 +642,24 @@ class LocalRun:
                 c.name: c for c in (*pod.template.containers, *pod.template.init_containers)
             }
             for name, cgroup in list(pod.cgroups.items()):
+                state = pod.containers.get(name) or pod.init_containers.get(name)
+                if state is None or pod.phase == "Succeeded":
+                    continue  # a finished Job's cgroup says nothing about use
                 try:
+                    throttling = cgroup.throttling()
                     found.append(
                         usage.Reading(
                             workload=f"{pod.owner.name}",
+                            pod=pod.name,
                             container=name,
                             resources=containers[name].resources,
                             memory_bytes=cgroup.memory_bytes(),
                             peak_memory_bytes=cgroup.peak_memory_bytes(),
                             cpu_seconds=cgroup.cpu_seconds(),
-                            oom_kills=cgroup.oom_kills(),
-                            throttled_periods=cgroup.throttling().throttled_periods,
+                            oom_kills=state.oom_kills,
+                            periods=throttling.periods,
+                            throttled_periods=throttling.throttled_periods,
+                            running=state.state == "running",
                         )
                     )
                 except (OSError, LocalRunError):

@@ -19,34 +19,54 @@ from mlopsctl.localrun.model import Resources
 HEADROOM_WANTED = 0.25
 # A request this many times what the container uses at its busiest reserves capacity for nothing.
 OVERSIZED_FACTOR = 4.0
+# Start-up bursts past a CPU limit for a few 100 ms periods, which costs a little start-up time;
+# a container throttled in more periods than this is short of CPU.
+THROTTLED_SHARE_WANTED = 0.10
 
 
 @dataclass
 class ContainerUsage:
-    """Samples of one container (all its restarts), by phase."""
+    """Samples of one container of a workload, by phase and by pod: a restarted container keeps
+    its pod's cgroup, a rolled or rescheduled one has a new pod, and two pods of a rolling
+    update run at once, so each pod's samples are read apart and then combined."""
 
     workload: str
     container: str
     resources: Resources
-    memory: dict[str, list[int]] = field(default_factory=dict)
-    # (wall seconds, CPU seconds) at each sample, per phase.
-    cpu: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # phase -> pod -> memory working set at each sample.
+    memory: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    # phase -> pod -> (wall seconds, CPU seconds) at each sample.
+    cpu: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     peak_memory: int = 0
-    oom_kills: int = 0
-    throttled_periods: int = 0
+    # pod -> counters of its cgroup (they only grow while the pod lives).
+    oom_kills_by_pod: dict[str, int] = field(default_factory=dict)
+    periods_by_pod: dict[str, int] = field(default_factory=dict)
+    throttled_by_pod: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def oom_kills(self) -> int:
+        return sum(self.oom_kills_by_pod.values())
+
+    @property
+    def throttled_share(self) -> float:
+        """The share of CPU periods in which the container was throttled, over its pods."""
+        periods = sum(self.periods_by_pod.values())
+        return sum(self.throttled_by_pod.values()) / periods if periods else 0.0
 
     def steady_memory(self, phase: str) -> int | None:
-        samples = self.memory.get(phase, [])
-        if not samples:
-            return None
-        ordered = sorted(samples)
-        return ordered[len(ordered) // 2]
+        """The median working set of the busiest pod in a phase."""
+        medians = [
+            sorted(samples)[len(samples) // 2]
+            for samples in self.memory.get(phase, {}).values()
+            if samples
+        ]
+        return max(medians) if medians else None
 
     def cpu_cores(self, phase: str) -> tuple[float, float] | None:
-        """Mean and highest CPU use (cores) between samples of a phase."""
-        samples = self.cpu.get(phase, [])
+        """Mean and highest CPU use (cores) between samples of a phase, over its pods."""
         rates = [
             (cpu_after - cpu_before) / (wall_after - wall_before)
+            for samples in self.cpu.get(phase, {}).values()
             for (wall_before, cpu_before), (wall_after, cpu_after) in itertools.pairwise(samples)
             if wall_after > wall_before and cpu_after >= cpu_before
         ]
@@ -57,16 +77,20 @@ class ContainerUsage:
 
 @dataclass(frozen=True)
 class Reading:
-    """One sample of one container, from its cgroup."""
+    """One sample of one running container, from its cgroup."""
 
     workload: str
+    pod: str
     container: str
     resources: Resources
     memory_bytes: int
     peak_memory_bytes: int
     cpu_seconds: float
     oom_kills: int
+    periods: int
     throttled_periods: int
+    # Between restarts (back-off) only the counters mean something: no memory or CPU sample.
+    running: bool = True
 
 
 class Sampler:
@@ -96,21 +120,33 @@ class Sampler:
 
     def sample(self) -> None:
         now = time.monotonic()
+        readings = list(self.read())
         with self._lock:
-            for reading in self.read():
-                key = (reading.workload, reading.container)
-                usage = self.usage.setdefault(
-                    key, ContainerUsage(reading.workload, reading.container, reading.resources)
-                )
-                usage.memory.setdefault(self.phase, []).append(reading.memory_bytes)
-                usage.cpu.setdefault(self.phase, []).append((now, reading.cpu_seconds))
-                usage.peak_memory = max(usage.peak_memory, reading.peak_memory_bytes)
-                usage.oom_kills = max(usage.oom_kills, reading.oom_kills)
-                usage.throttled_periods = max(usage.throttled_periods, reading.throttled_periods)
+            for reading in readings:
+                record(self.usage, self.phase, now, reading)
 
     def snapshot(self) -> list[ContainerUsage]:
         with self._lock:
             return sorted(self.usage.values(), key=lambda usage: (usage.workload, usage.container))
+
+
+def record(
+    usages: dict[tuple[str, str], ContainerUsage], phase: str, now: float, reading: Reading
+) -> None:
+    """File one reading under its workload and container (pure, for the sampler and tests)."""
+    usage = usages.setdefault(
+        (reading.workload, reading.container),
+        ContainerUsage(reading.workload, reading.container, reading.resources),
+    )
+    if reading.running:
+        memory = usage.memory.setdefault(phase, {}).setdefault(reading.pod, [])
+        memory.append(reading.memory_bytes)
+        cpu = usage.cpu.setdefault(phase, {}).setdefault(reading.pod, [])
+        cpu.append((now, reading.cpu_seconds))
+    usage.peak_memory = max(usage.peak_memory, reading.peak_memory_bytes)
+    usage.oom_kills_by_pod[reading.pod] = reading.oom_kills
+    usage.periods_by_pod[reading.pod] = reading.periods
+    usage.throttled_by_pod[reading.pod] = reading.throttled_periods
 
 
 def _mebibytes(value: int | None) -> str:
@@ -142,8 +178,8 @@ def flags(usage: ContainerUsage) -> list[str]:
     )
     if cpu_request and cpu_request / 1000 > OVERSIZED_FACTOR * max(cpu_used, 0.01):
         found.append(f"CPU request {cpu_request}m, mean use {cpu_used * 1000:.0f}m")
-    if usage.throttled_periods:
-        found.append(f"CPU-throttled in {usage.throttled_periods} periods")
+    if usage.throttled_share > THROTTLED_SHARE_WANTED:
+        found.append(f"CPU-throttled in {usage.throttled_share:.0%} of its periods")
     return found
 
 
