@@ -257,7 +257,7 @@ def test_a_container_over_its_memory_limit_is_reported_oom_killed(platform_run: 
 
     def tight_limit(checkout: Path) -> None:
         text = (checkout / path).read_text()
-        text = text.replace("memory: 256Mi", "memory: 32Mi").replace(
+        text = text.replace("memory: 128Mi", "memory: 32Mi").replace(
             "memory: 512Mi", "memory: 40Mi"
         )
         (checkout / path).write_text(text)
