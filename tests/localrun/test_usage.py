@@ -66,6 +66,9 @@ def test_a_limit_without_headroom_an_oversized_request_throttling_and_oom_kills_
     )
     assert "memory request 9x what it uses" in flags(oversized)
     assert "CPU request 100m, mean use 1m" in flags(oversized)
+    # Sampled once (a Job of a second): no rate, so no verdict on its CPU request.
+    once = filed(("idle", 0.0, reading("a", 30, 0.0)))
+    assert not [flag for flag in flags(once) if flag.startswith("CPU request")]
 
     # A few throttled periods at start-up are normal; a quarter of them is a CPU shortage.
     start_up = filed(("idle", 0.0, reading("a", 200, 0.0, periods=400, throttled=8)))

@@ -173,10 +173,10 @@ def flags(usage: ContainerUsage) -> list[str]:
     if request and busiest and request > OVERSIZED_FACTOR * max(busiest, usage.peak_memory / 2):
         found.append(f"memory request {request / max(busiest, 1):.0f}x what it uses")
     cpu_request = resources.cpu_request_millis
-    cpu_used = (
-        max((usage.cpu_cores(phase) or (0.0, 0.0))[0] for phase in usage.cpu) if usage.cpu else 0.0
-    )
-    if cpu_request and cpu_request / 1000 > OVERSIZED_FACTOR * max(cpu_used, 0.01):
+    # A container sampled once (a Job of a second) has no rate to judge its request by.
+    rates = [cores[0] for phase in usage.cpu if (cores := usage.cpu_cores(phase)) is not None]
+    cpu_used = max(rates, default=0.0)
+    if rates and cpu_request and cpu_request / 1000 > OVERSIZED_FACTOR * max(cpu_used, 0.01):
         found.append(f"CPU request {cpu_request}m, mean use {cpu_used * 1000:.0f}m")
     if usage.throttled_share > THROTTLED_SHARE_WANTED:
         found.append(f"CPU-throttled in {usage.throttled_share:.0%} of its periods")
