@@ -1,4 +1,5 @@
-"""`make demo` with DEMO_SERVE=1, driven like a person: commits, branch, served URLs, Ctrl-C."""
+"""`make demo` with DEMO_SERVE=1, driven like a person: it brings the local environment up from
+its manifests, trains twice in it, prints where everything is served, and Ctrl-C stops it all."""
 
 from __future__ import annotations
 
@@ -21,21 +22,21 @@ def git(remote: Path, *arguments: str) -> str:
     ).stdout
 
 
-def wait_for_answer(url: str, seconds: float = 120) -> None:
-    """The served processes were just started: give them time to answer."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as answer:
-                assert answer.status == 200
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"{url} did not answer"
-            time.sleep(0.5)
+def network_namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
 
 
-def test_the_demo_promotes_twice_then_proposes_production_then_serves(tmp_path: Path):
+def answers(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return int(answer.status)
+
+
+def test_the_demo_promotes_twice_in_the_platform_then_proposes_production_then_serves(
+    tmp_path: Path,
+):
     workspace = tmp_path / "demo"
+    namespaces_before = network_namespaces()
     demo = subprocess.Popen(
         [sys.executable, str(REPOSITORY / "scripts/demo.py"), "--workspace", str(workspace)],
         env={**os.environ, "DEMO_SERVE": "1"},
@@ -55,18 +56,18 @@ def test_the_demo_promotes_twice_then_proposes_production_then_serves(tmp_path: 
     reader.start()
     try:
         deadline = time.monotonic() + 600
-        while not any("frontend:" in line for line in lines):
+        while not any("Ctrl-C stops everything" in line for line in lines):
             assert demo.poll() is None, "".join(lines)
             assert time.monotonic() < deadline, "".join(lines)
             time.sleep(0.5)
-        urls = {
-            line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
-            for line in lines
-            if line.strip().startswith(("model server:", "frontend:"))
-        }
-        model_server = urls["model server"].removesuffix("/invocations")
-        wait_for_answer(f"{model_server}/ping")
-        wait_for_answer(f"{urls['frontend']}/_stcore/health")
+        time.sleep(1)  # the URL lines follow the heading
+        urls = dict(re.findall(r"^    ([A-Za-z ]+): (http://localhost:\d+)$", "".join(lines), re.M))
+        assert set(urls) == {"MLflow UI", "frontend", "model server", "Prometheus"}, urls
+        # Served from the platform's pods through port-forwards, while the demo keeps running.
+        assert answers(f"{urls['model server']}/ping") == 200
+        assert answers(f"{urls['frontend']}/_stcore/health") == 200
+        assert answers(f"{urls['MLflow UI']}/health") == 200
+        assert answers(f"{urls['Prometheus']}/-/ready") == 200
         demo.send_signal(signal.SIGINT)  # Ctrl-C ends serving
         assert demo.wait(timeout=120) == 0, "".join(lines)
     finally:
@@ -89,7 +90,7 @@ def test_the_demo_promotes_twice_then_proposes_production_then_serves(tmp_path: 
     assert fields["Model"] == "iris-classifier"
     assert (fields["Model-Version"], fields["Previous-Version"]) == ("2", "1")
     assert fields["Environment"] == "local"
-    assert fields["Source"] in ("webhook", "reconcile")  # the promoter, not a person
+    assert fields["Source"] in ("webhook", "reconcile")  # the promoter in the platform
     assert len(fields["Run-Id"]) == 32
 
     def pin(path: str, revision: str = "main") -> str:
@@ -100,19 +101,17 @@ def test_the_demo_promotes_twice_then_proposes_production_then_serves(tmp_path: 
     assert pin("overlays/production/model-server/kustomization.yaml") == "0"  # main untouched
     branch = "mlopsctl/promote/production/iris-classifier"
     assert pin("overlays/production/model-server/kustomization.yaml", branch) == "2"
-    # What the demo prints for people: status, trailers, the rendered diff; and it cleaned up.
+    # The model server answered from its placeholder first, then from each promoted version.
+    assert "before any promotion: HTTP 503: NO_MODEL_PROMOTED" in output
+    assert len(re.findall(r"the model server now says (setosa|versicolor|virginica)", output)) == 2
+    # What the demo prints for people: status, trailers, the rendered diff.
     assert "mlopsctl status" in output and "in sync" in output
-    # The second local promotion through mlopsctl diff: versions, metrics, the rendered change.
     assert "model iris-classifier in local: v1 → v2 (follows @challenger)" in output
     assert re.search(r"metric +v1 +v2 +delta", output) and "signature: unchanged" in output
     assert "-  MODEL_URI: models:/iris-classifier/1" in output
     assert "+  MODEL_URI: models:/iris-classifier/2" in output
-    for process in (
-        "the promoter",
-        "the model server",
-        "the Streamlit frontend",
-        "the MLflow server",
-    ):
-        assert f"stopped {process}" in output
+    # Ctrl-C stopped everything the run started: no process, no network namespace.
+    assert "stopped the local environment" in output
+    assert network_namespaces() <= namespaces_before
     leftover = subprocess.run(["pgrep", "-f", str(workspace)], capture_output=True, check=False)
     assert leftover.stdout == b"", "the demo left processes running"
