@@ -7,7 +7,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlopsctl.pins import PinError, find_pins, set_image, set_model_version
+from mlopsctl.pins import PinError, find_pins, reads_back_as_string, set_image, set_model_version
 from tests.conftest import REPOSITORY
 
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
@@ -74,8 +74,8 @@ def documents_with_an_image_pin(draw: st.DrawFn) -> str:
     indent = " " * draw(st.sampled_from([2, 4]))
     quote = draw(st.sampled_from(["", "'", '"']))
     tag = draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True))
-    if not quote and yaml.safe_load(tag) != tag:
-        quote = '"'  # a correct document quotes a tag YAML would read as a number
+    if not quote and not reads_back_as_string(tag):
+        quote = '"'  # a correct document quotes a tag kustomize or PyYAML would not read as text
     comment = draw(COMMENT_TEXT)
     lines = [
         f"# {comment}",
@@ -102,7 +102,7 @@ def test_setting_an_image_tag_changes_only_the_tag(text, tag):
     assert yaml.safe_load(edited)["images"][1] == yaml.safe_load(text)["images"][1]
     back = set_image(edited, "web", tag=old_tag)
     assert yaml.safe_load(back) == yaml.safe_load(text)
-    if yaml.safe_load(tag) == tag:  # no quotes had to be added for the new tag
+    if reads_back_as_string(tag):  # no quotes had to be added for the new tag
         assert back == text
 
 

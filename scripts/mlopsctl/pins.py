@@ -1,6 +1,7 @@
 """Pins and their markers: finding them and rewriting exactly one scalar. Pure text in, text out.
 
-A pin is declared by a marker comment on its own line, right above the value it governs:
+A pin is declared by a marker comment on its own line, directly above the value it governs
+(for an image, above the first line of its `images:` entry):
 
     # mlopsctl: model iris-classifier@champion
     - MODEL_URI=models:/iris-classifier/7
@@ -10,8 +11,9 @@ A pin is declared by a marker comment on its own line, right above the value it 
       newTag: 0.1.0
 
 Edits replace only the characters of the pinned value: comments, quoting, key order,
-indentation and line endings stay byte for byte. A marker whose target is missing or ambiguous
-is an error, and nothing is rewritten. This module imports neither MLflow nor git.
+indentation and line endings (\n or \r\n) stay byte for byte. A marker whose target is missing,
+not directly below it, or claimed by another marker too is an error, and nothing is rewritten.
+This module imports neither MLflow nor git.
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MARKER = re.compile(r"^(?P<indent>[ \t]*)#[ \t]*mlopsctl:[ \t]*(?P<body>.*?)[ \t]*$")
 _MODEL_BODY = re.compile(r"^model[ \t]+(?P<model>\S+?)@(?P<alias>\S+)$")
 _IMAGE_BODY = re.compile(r"^image[ \t]+(?P<image>\S+)$")
+# Lines end where YAML ends them (\r\n, \r or \n), each line keeping its ending: str.splitlines
+# would also split at \x85, \u2028 and friends inside a comment, and number lines unlike YAML.
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+# What Go's YAML reader (kustomize reads kustomization files with it) takes for a null or a
+# bool in a plain scalar: YAML 1.2 core plus the YAML 1.1 words go-yaml still honours.
+_GO_YAML_WORDS = re.compile(
+    r"^(?:~|null|Null|NULL|y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE"
+    r"|on|On|ON|off|Off|OFF|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+# ... and for a number, once it has dropped every underscore as go-yaml does: integers in any
+# base Go's strconv knows (0x, 0o, 0b, a leading 0), and YAML 1.2 floats such as 1e3 or 1234e5.
+_GO_YAML_NUMBER = re.compile(
+    r"^[-+]?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+"
+    r"|(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)$"
+)
 _ENTRY_FIELD = re.compile(
     r"^(?P<prefix>[ \t]*(?:-[ \t]+)?(?P<key>name|newName|newTag|digest)[ \t]*:[ \t]*)"
     r"(?P<quote>['\"]?)(?P<value>[^'\"#\s]*)(?P=quote)(?P<rest>[ \t]*(?:#.*)?)$"
@@ -61,13 +78,27 @@ def check_field(field: str, value: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
-def _plain_scalar(value: str) -> str:
-    """`value` as it must be written unquoted to stay a string (a tag of 1.0 is not a number)."""
+def reads_back_as_string(value: str) -> bool:
+    """Whether `value`, written plain, is read back as this same string by YAML 1.1 and 1.2.
+
+    PyYAML answers for YAML 1.1; kustomize reads YAML 1.2 through go-yaml, which also takes
+    1234e5 or 0o17 for a number and refuses the kustomization ("cannot unmarshal number").
+    """
+    if _GO_YAML_WORDS.match(value) or _GO_YAML_NUMBER.match(value.replace("_", "")):
+        return False
     try:
-        resolved = yaml.safe_load(value)
+        return bool(yaml.safe_load(value) == value)
     except yaml.YAMLError:
-        resolved = None
-    return value if resolved == value else f'"{value}"'
+        return False
+
+
+def _plain_scalar(value: str) -> str:
+    """`value` as it must be written to stay a string (a tag of 1.0 or 1e3 is not a number)."""
+    return value if reads_back_as_string(value) else f'"{value}"'
+
+
+def _lines(text: str) -> list[str]:
+    return _LINE.findall(text)
 
 
 def _split_line_ending(line: str) -> tuple[str, str]:
@@ -111,7 +142,9 @@ def _image_entry(lines: list[str], start: int) -> list[int]:
     return entry
 
 
-def _entry_fields(lines: list[str], entry: list[int]) -> dict[str, tuple[int, re.Match[str]]]:
+def _entry_fields(
+    lines: list[str], entry: list[int], path: str
+) -> dict[str, tuple[int, re.Match[str]]]:
     fields: dict[str, tuple[int, re.Match[str]]] = {}
     for index in entry:
         body, _ending = _split_line_ending(lines[index])
@@ -119,23 +152,38 @@ def _entry_fields(lines: list[str], entry: list[int]) -> dict[str, tuple[int, re
         if match:
             if match["key"] in fields:
                 raise PinError(
-                    f"line {index + 1}: {match['key']} appears twice in one images entry"
+                    f"{path}:{index + 1}: {match['key']} appears twice in one images entry"
                 )
             fields[match["key"]] = (index, match)
     return fields
 
 
 def find_pins(text: str, path: str = "<text>") -> list[Pin]:
-    """Every marker in the text with the value it governs; an unresolvable marker is an error."""
-    lines = text.splitlines(keepends=True)
+    """Every marker in the text with the value it governs; an unresolvable marker is an error.
+
+    Each marker stands directly above its value and each value has one marker: a marker stacked
+    on another would claim the same value, and promotions would flip it between the two forever.
+    """
+    lines = _lines(text)
+    markers = {
+        index: marker
+        for index, line in enumerate(lines)
+        if (marker := _MARKER.match(_split_line_ending(line)[0])) is not None
+    }
     pins: list[Pin] = []
-    for index, line in enumerate(lines):
-        body, _ending = _split_line_ending(line)
-        marker = _MARKER.match(body)
-        if marker is None:
-            continue
+    claimed_by: dict[int, int] = {}  # value line index -> index of the marker that claims it
+    for index, marker in markers.items():
         where = f"{path}:{index + 1}"
         target = _next_content_line(lines, index + 1)
+        below = len(lines) if target is None else target
+        stacked = [other for other in markers if index < other < below]
+        if stacked:
+            value_at = "" if target is None else f" at {path}:{target + 1}"
+            raise PinError(
+                f"{where}: marker {marker['body']!r} stands above another marker "
+                f"({path}:{stacked[0] + 1}), so both would claim the value{value_at}; "
+                "give each value exactly one marker, directly above it"
+            )
         model = _MODEL_BODY.match(marker["body"])
         image = _IMAGE_BODY.match(marker["body"])
         if model:
@@ -147,14 +195,13 @@ def find_pins(text: str, path: str = "<text>") -> list[Pin]:
                     f"{where}: marker for model {model['model']!r} is not followed by exactly one "
                     f"models:/{model['model']}/<version> value"
                 )
+            value_index = target
             value = lines[target][span[0] : span[1]]
-            pins.append(
-                Pin("model", f"{model['model']}@{model['alias']}", index + 1, target + 1, value)
-            )
+            pin = Pin("model", f"{model['model']}@{model['alias']}", index + 1, target + 1, value)
         elif image:
             check_field(f"{where}: image", image["image"], IMAGE_NAME)
             entry = [] if target is None else _image_entry(lines, target)
-            fields = _entry_fields(lines, entry) if entry else {}
+            fields = _entry_fields(lines, entry, path) if entry else {}
             if "name" not in fields:
                 raise PinError(
                     f"{where}: marker for image {image['image']!r} is not above an images: entry"
@@ -169,10 +216,24 @@ def find_pins(text: str, path: str = "<text>") -> list[Pin]:
                 raise PinError(
                     f"{where}: the images: entry under the marker has no newTag or digest"
                 )
-            pins.append(Pin("image", image["image"], index + 1, value_index + 1, value))
+            pin = Pin("image", image["image"], index + 1, value_index + 1, value)
         else:
             expected = "'model NAME@ALIAS' or 'image NAME'"
             raise PinError(f"{where}: unknown marker {marker['body']!r} (expected {expected})")
+        assert target is not None  # a value was found below the marker
+        if target != index + 1:
+            # Lines between a marker and its value leave a reader unsure what the marker governs.
+            raise PinError(
+                f"{where}: marker {marker['body']!r} is not directly above the line it governs "
+                f"({path}:{target + 1}); move it to the line right above"
+            )
+        if value_index in claimed_by:
+            raise PinError(
+                f"{path}:{value_index + 1}: the value is claimed by two markers, "
+                f"{path}:{claimed_by[value_index] + 1} and {where}; give it exactly one"
+            )
+        claimed_by[value_index] = index
+        pins.append(pin)
     return pins
 
 
@@ -189,7 +250,7 @@ def set_model_version(text: str, model: str, alias: str, version: str, path: str
     """The text with the version of the one pin that follows model@alias set to `version`."""
     check_field("version", version, VERSION)
     pin = _the_one_pin(text, "model", f"{model}@{alias}", path)
-    lines = text.splitlines(keepends=True)
+    lines = _lines(text)
     index = pin.value_line - 1
     start, end = _model_value_span(lines[index], model) or (0, 0)
     lines[index] = lines[index][:start] + version + lines[index][end:]
@@ -211,12 +272,12 @@ def set_image(
     if digest is not None:
         check_field("digest", digest, DIGEST)
     pin = _the_one_pin(text, "image", image, path)
-    lines = text.splitlines(keepends=True)
+    lines = _lines(text)
     marker_index = pin.marker_line - 1
     target = _next_content_line(lines, marker_index + 1)
     assert target is not None  # find_pins resolved it
     entry = _image_entry(lines, target)
-    fields = _entry_fields(lines, entry)
+    fields = _entry_fields(lines, entry, path)
 
     def replace_value(index: int, match: re.Match[str], value: str) -> None:
         body, ending = _split_line_ending(lines[index])

@@ -338,7 +338,9 @@ class Promoter:
         diffs = []
         for file in sorted({edit.file for edit in edits}):
             path = clone / file
-            before = path.read_text(encoding="utf-8") if path.is_file() else ""
+            # Bytes in and out, no newline translation: a CRLF file keeps its \r\n on every line
+            # and the commit changes the pinned value alone.
+            before = path.read_bytes().decode("utf-8") if path.is_file() else ""
             after = before
             for edit in edits:
                 if edit.file == file and (edited := edit.apply(after)) is not None:

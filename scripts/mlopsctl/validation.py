@@ -12,6 +12,7 @@ from mlopsctl import argocd, policies
 from mlopsctl.config import Config
 from mlopsctl.findings import Finding
 from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots, walk_tree
+from mlopsctl.pins import PinError, find_pins
 from mlopsctl.resources import Resource, parse_render
 from mlopsctl.schemas import SchemaProblem, SchemaStore, kubeconform_problems
 from mlopsctl.sources import SourceIndex
@@ -36,6 +37,32 @@ def _kustomization_files(repository: Path, exclude: Sequence[str]) -> list[Path]
         for name in files
         if name in KUSTOMIZATION_FILENAMES
     ]
+
+
+def _marker_problems(repository: Path, exclude: Sequence[str]) -> list[Finding]:
+    """Markers the promoter could not follow, one finding per file.
+
+    Checked here so that a broken marker fails validation in CI, not every promotion pass after
+    the merge.
+    """
+    findings = []
+    for directory, files in walk_tree(repository, exclude):
+        for name in files:
+            if not name.endswith((".yaml", ".yml")) and name != "Kustomization":
+                continue
+            path = directory / name
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            if "mlopsctl:" not in text:
+                continue
+            relative = path.relative_to(repository).as_posix()
+            try:
+                find_pins(text, relative)
+            except PinError as error:
+                message = str(error)
+                if message.startswith(f"{relative}:"):
+                    message = "line " + message.removeprefix(f"{relative}:")
+                findings.append(Finding(relative, "", "", message, "pin-marker"))
+    return findings
 
 
 def validate(
@@ -72,6 +99,7 @@ def validate(
                 relative = path.relative_to(repository).as_posix()
                 for field_name, message, check in policies.kustomization_problems(document):
                     report.findings.append(Finding(relative, "", field_name, message, check))
+        report.findings.extend(_marker_problems(repository, config.render_exclude))
 
     states: dict[str, argocd.RootState] = {}
     rendered_text: list[str] = []
