@@ -8,7 +8,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlopsctl.errors import MlopsctlError
@@ -36,7 +36,7 @@ def repository_slug(remote: str, configured: str | None) -> str | None:
 class PullRequests:
     api_url: str
     repository: str  # owner/name
-    token: str
+    token: str = field(repr=False)  # never in a log or a traceback
     timeout_seconds: float = 15.0
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:

@@ -33,6 +33,9 @@ from mlopsctl.errors import MlopsctlError
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import Toolchain
 
+# Content-Length digits read at all: 20 are far past any body taken, and int() stays cheap.
+MAX_LENGTH_DIGITS = 20
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -80,7 +83,7 @@ class Settings:
     branch: str
     registry: MlflowRegistry
     toolchain: Toolchain
-    webhook_secret: str
+    webhook_secret: str = field(repr=False)  # never in a log or a traceback
     interval_seconds: float = 60.0
     max_attempts: int = 20
     log: Callable[[str], None] = print
@@ -223,28 +226,56 @@ def handler_for(
             if self.path != "/webhooks/mlflow":
                 self._json(404, {"error": f"no such path {self.path}"})
                 return
-            length_header = self.headers.get("Content-Length")
-            if length_header is None or not length_header.isdigit():
-                metrics.webhooks.labels("malformed").inc()
-                self._json(
-                    411 if length_header is None else 400, {"error": "Content-Length is required"}
-                )
-                return
-            length = int(length_header)
-            if length > webhooks.MAX_BODY_BYTES:
-                metrics.webhooks.labels("too_large").inc()
+            try:
+                status, result, message = self._receive()
+            except OSError:
+                raise  # the connection itself failed: there is no one to answer
+            except Exception as error:
+                # A request the checks did not foresee still gets an answer, and is counted.
+                status, result, message = 500, "error", "the delivery could not be handled"
+                self._refused(result, f"{message}: {type(error).__name__}")
+            key = "error" if status >= 400 else "status"
+            self._json(status, {key: message, "result": result})
+
+        def _refused(self, result: str, reason: str) -> None:
+            """Count a refused delivery and log why, who sent it and its id; never its body."""
+            metrics.webhooks.labels(result).inc()
+            delivery_id = self.headers.get(webhooks.DELIVERY_HEADER)
+            # ascii() quotes and escapes the sender's text, so it cannot forge log lines.
+            shown_id = ascii(delivery_id[:100]) if delivery_id is not None else "none"
+            settings.log(
+                f"webhook refused ({result}): {reason}; delivery {shown_id} "
+                f"from {self.client_address[0]}"
+            )
+
+        def _receive(self) -> tuple[int, str, str]:
+            """Read and verify one delivery: the HTTP status, result label and message."""
+            lengths = self.headers.get_all("Content-Length") or []
+            if not lengths:
+                self.close_connection = True  # a body, if any (chunked?), stays unread
+                self._refused("malformed", "no Content-Length")
+                return 411, "malformed", "Content-Length is required"
+            # Two different lengths are a request-smuggling pattern; the body is never read.
+            if len(set(lengths)) > 1 or not webhooks.is_ascii_number(lengths[0], MAX_LENGTH_DIGITS):
                 self.close_connection = True
-                self._json(413, {"error": f"body over {webhooks.MAX_BODY_BYTES} bytes"})
-                return
+                self._refused("malformed", "Content-Length is not one number in digits 0-9")
+                return 400, "malformed", "Content-Length must be a number in digits 0-9"
+            length = int(lengths[0])
+            if length > webhooks.MAX_BODY_BYTES:
+                self.close_connection = True
+                self._refused("too_large", f"Content-Length {length}")
+                return 413, "too_large", f"body over {webhooks.MAX_BODY_BYTES} bytes"
             body = self.rfile.read(length)
             headers = {name: self.headers.get(name, "") for name in webhooks.HEADERS}
             verdict = webhooks.verify(headers, body, settings.webhook_secret, replays)
-            metrics.webhooks.labels(verdict.result).inc()
+            if verdict.status >= 400:
+                self._refused(verdict.result, verdict.message)
+            else:
+                metrics.webhooks.labels(verdict.result).inc()
             if verdict.result == "accepted":
                 reconciler.wake("webhook")
                 settings.log(f"webhook: {verdict.event} for {verdict.model or 'a model'}: queued")
-            key = "error" if verdict.status >= 400 else "status"
-            self._json(verdict.status, {key: verdict.message, "result": verdict.result})
+            return verdict.status, verdict.result, verdict.message
 
     return Handler
 

@@ -23,6 +23,8 @@ DELIVERY_HEADER = "X-MLflow-Delivery-Id"
 HEADERS = (SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_HEADER)
 MAX_BODY_BYTES = 64 * 1024
 WINDOW_SECONDS = 300
+# Unix seconds have 10 digits until the year 2286; 12 leaves room and keeps int() cheap.
+MAX_TIMESTAMP_DIGITS = 12
 # Events that can move what a pin should be; the rest are accepted and ignored.
 RELEVANT_EVENTS = frozenset(
     {
@@ -67,6 +69,13 @@ class ReplayMemory:
             return True
 
 
+def is_ascii_number(text: str, max_digits: int) -> bool:
+    """Whether `text` is 1 to `max_digits` of the digits 0-9. str.isdigit() alone also takes
+    "²" (which int() refuses) and Arabic-Indic digits (which int() reads); and int() refuses
+    strings over 4300 digits."""
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
 def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     signed = delivery_id.encode() + b"." + timestamp.encode() + b"." + body
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
@@ -94,10 +103,16 @@ def verify(
             if not value
         ]
         return Verdict(400, "malformed", f"missing header {', '.join(missing)}")
-    if len(delivery_id) > 200 or not timestamp.isdigit():
-        return Verdict(400, "malformed", f"malformed {TIMESTAMP_HEADER} or {DELIVERY_HEADER}")
+    # MLflow sends a UUID: anything else (non-ASCII, control characters) is not MLflow's.
+    if len(delivery_id) > 200 or not (delivery_id.isascii() and delivery_id.isprintable()):
+        return Verdict(
+            400, "malformed", f"{DELIVERY_HEADER} must be printable ASCII, 200 characters at most"
+        )
+    if not is_ascii_number(timestamp, MAX_TIMESTAMP_DIGITS):
+        return Verdict(400, "malformed", f"{TIMESTAMP_HEADER} must be unix seconds in digits 0-9")
     expected = signature(secret, delivery_id, timestamp, body)
-    if not hmac.compare_digest(expected, sent_signature):
+    # compare_digest raises on non-ASCII strings; such a signature cannot be ours anyway.
+    if not sent_signature.isascii() or not hmac.compare_digest(expected, sent_signature):
         return Verdict(401, "bad_signature", "the signature does not match the body")
     current = now()
     if abs(current - int(timestamp)) > WINDOW_SECONDS:
