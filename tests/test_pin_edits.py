@@ -9,6 +9,7 @@ import random
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -130,23 +131,27 @@ def test_the_promotion_path_refuses_stacked_markers_and_commits_nothing(cli, pla
     )
     commit_and_push(platform, "stack two markers")
     before = platform.log()
-    result = cli(
-        "set-image",
-        "--repo",
-        str(platform.checkout),
-        "--remote",
-        str(platform.remote),
-        "model-server",
-        "0.2.0",
-        "--env",
-        "local",
-    )
+    result = set_local_model_server_tag(cli, platform, "0.2.0")
     assert result.exit_code != 0
     assert f"{LOCAL_MODEL_SERVER}:24: marker 'model {platform.model}@champion' stands above " in (
         result.stderr
     )
     assert f"({LOCAL_MODEL_SERVER}:25)" in result.stderr
     assert platform.log() == before
+
+
+def set_local_model_server_tag(cli: Any, platform: Platform, tag: str) -> Any:
+    return cli(
+        "set-image",
+        "--repo",
+        str(platform.checkout),
+        "--remote",
+        str(platform.remote),
+        "model-server",
+        tag,
+        "--env",
+        "local",
+    )
 
 
 # Defect 5: CRLF files keep every byte but the value.
@@ -192,17 +197,7 @@ def differing_bytes(before: bytes, after: bytes) -> list[int]:
 
 def test_set_image_in_a_crlf_file_changes_the_tag_bytes_only(cli, platform: Platform):
     original = with_crlf(platform)
-    result = cli(
-        "set-image",
-        "--repo",
-        str(platform.checkout),
-        "--remote",
-        str(platform.remote),
-        "model-server",
-        "0.2.0",
-        "--env",
-        "local",
-    )
+    result = set_local_model_server_tag(cli, platform, "0.2.0")
     assert result.exit_code == 0, result.stdout + result.stderr
     edited = remote_bytes(platform, LOCAL_MODEL_SERVER)
     assert edited == original.replace(b"newTag: 0.1.0\r\n", b"newTag: 0.2.0\r\n")
