@@ -1,6 +1,7 @@
-"""`mlopsctl status`: each model pin in Git against the version behind its alias in MLflow.
+"""`mlopsctl status`: each environment's model pins in Git against the version behind their
+alias in MLflow, one row per environment, model and alias with the files that pin it.
 
-Exits 1 when any pin is out of step, so CI and cron can act on it.
+Exits 1 when any row is out of step (files that disagree included), so CI and cron can act on it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mlopsctl.commands.common import (
     registry,
     workspace,
 )
-from mlopsctl.status import status_rows
+from mlopsctl.status import short_names, status_rows
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print_table(
-            ("ENVIRONMENT", "MODEL", "ALIAS", "GIT", "MLFLOW", "STATE", "RUN"),
+            # FILES last: it is the widest and varies most, so the other columns stay aligned.
+            ("ENVIRONMENT", "MODEL", "ALIAS", "GIT", "MLFLOW", "STATE", "RUN", "FILES"),
             [
                 (
                     row.environment,
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                     row.desired or "-",
                     row.state,
                     row.run_id or "-",
+                    ", ".join(short_names(row.environment, row.files)),
                 )
                 for row in rows
             ],
