@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -29,12 +31,66 @@ from prometheus_client import (
 )
 
 from mlopsctl import gitops, promotion, webhooks
+from mlopsctl.config import CONFIG_FILENAME, Config, load_config
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import Toolchain
 
 # Content-Length digits read at all: 20 are far past any body taken, and int() stays cheap.
 MAX_LENGTH_DIGITS = 20
+# The longest a pass may take before /healthz calls the worker stuck. Nothing in a pass has a
+# timeout of its own (git clone and push have none), so this is the allowance: a clone, a render
+# per environment and 20 pushes with their back-off take well under a minute on a big repository.
+PASS_TIMEOUT_SECONDS = 300.0
+# Passes missed in a row, at the timer's interval, before /healthz answers 503.
+MISSED_PASSES = 3
+
+
+class BranchMismatch(MlopsctlError):
+    """The reconciled branch's mlopsctl.yaml promotes to another branch."""
+
+
+def branch_config(remote: str, branch: str) -> Config:
+    """mlopsctl.yaml as `branch` of `remote` holds it, refused unless it promotes to `branch`.
+
+    The branch the service reconciles and the one its commits go to must be the same: a clone of
+    another branch pushed to promotion.branch would carry that branch's unreviewed commits there.
+    """
+    with tempfile.TemporaryDirectory(prefix="mlopsctl-config-") as scratch:
+        # Only the tip is needed, and no checkout: the one file is read from the object store.
+        checkout = Path(scratch) / "repository"
+        completed = gitops.git(
+            Path(scratch),
+            "clone",
+            "--quiet",
+            "--no-tags",
+            "--no-checkout",
+            "--depth=1",
+            "--single-branch",
+            "--branch",
+            branch,
+            remote,
+            str(checkout),
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise gitops.GitError(
+                f"cannot read {CONFIG_FILENAME} of {remote} (branch {branch}): "
+                f"{completed.stderr.strip()}"
+            )
+        text = gitops.file_at(checkout, "HEAD", CONFIG_FILENAME)
+        if text is None:
+            raise MlopsctlError(f"{remote} has no {CONFIG_FILENAME} on branch {branch}")
+        (checkout / CONFIG_FILENAME).write_text(text, encoding="utf-8")
+        config = load_config(checkout)
+    if config.promotion.branch != branch:
+        raise BranchMismatch(
+            f"the promoter reconciles branch {branch!r} (--branch / MLOPSCTL_BRANCH) but "
+            f"{CONFIG_FILENAME} on it promotes to branch {config.promotion.branch!r} "
+            f"(promotion.branch): they must be the same branch, or commits of {branch!r} would "
+            f"be pushed to {config.promotion.branch!r}"
+        )
+    return config
 
 
 class Metrics:
@@ -87,6 +143,17 @@ class Settings:
     interval_seconds: float = 60.0
     max_attempts: int = 20
     log: Callable[[str], None] = print
+    pass_timeout_seconds: float = PASS_TIMEOUT_SECONDS
+    # Reads the branch's mlopsctl.yaml before each pass and refuses it unless promotion.branch is
+    # `branch`; the pass then clones and pushes the branch that config names. `serve` always sets
+    # branch_config; None lets the pass read the config from its own clone, unchecked (for tests
+    # that replace the whole pass).
+    read_config: Callable[[str, str], Config] | None = None
+
+    @property
+    def health_deadline_seconds(self) -> float:
+        """Seconds without a finished pass after which the worker counts as stuck."""
+        return MISSED_PASSES * self.interval_seconds + self.pass_timeout_seconds
 
 
 @dataclass
@@ -100,6 +167,11 @@ class Reconciler:
     _pending: str | None = None
     _stopping: bool = False
     passes: int = 0
+    # When the last pass ended, successfully or not (or when the worker was made, before one).
+    last_finished: float = field(default_factory=time.monotonic)
+
+    def seconds_since_last_pass(self) -> float:
+        return time.monotonic() - self.last_finished
 
     def wake(self, trigger: str) -> None:
         with self._condition:
@@ -121,14 +193,34 @@ class Reconciler:
                     return
                 trigger, self._pending = self._pending, None
             if trigger is not None:
-                self.reconcile(trigger)
+                self._supervised(trigger)
+
+    def _supervised(self, trigger: str) -> None:
+        """One pass that no error ends the worker with: it is counted, logged, and the next pass
+        comes at the next wake-up, as after an unreachable remote."""
+        try:
+            self.reconcile(trigger)
+        except Exception as error:
+            # A bug or an answer nobody foresaw (a truncated JSON body, a reset connection): the
+            # thread must live on, or webhooks get 202 and nothing ever reconciles again.
+            self.metrics.passes.labels(trigger, "error").inc()
+            self.settings.log(
+                f"reconcile ({trigger}) failed unexpectedly: {type(error).__name__}: {error}"
+            )
+        finally:
+            self.last_finished = time.monotonic()
 
     def reconcile(self, trigger: str) -> None:
         started = time.perf_counter()
         settings = self.settings
         try:
+            config = (
+                settings.read_config(settings.remote, settings.branch)
+                if settings.read_config is not None
+                else None
+            )
             report = promotion.run(
-                None,
+                config,
                 settings.registry,
                 settings.toolchain,
                 settings.remote,
@@ -208,7 +300,18 @@ def handler_for(
 
         def do_GET(self) -> None:
             if self.path == "/healthz":
-                self._json(200, {"status": "ok"})
+                # Alive means passes keep finishing: a dead or stuck worker gets the pod restarted.
+                idle = reconciler.seconds_since_last_pass()
+                if idle > settings.health_deadline_seconds:
+                    self._json(
+                        503,
+                        {
+                            "status": "stuck",
+                            "error": f"no reconcile pass has finished for {idle:.0f} s",
+                        },
+                    )
+                else:
+                    self._json(200, {"status": "ok"})
             elif self.path == "/readyz":
                 is_ready, checks = ready(settings)
                 self._json(200 if is_ready else 503, {"ready": is_ready, "checks": checks})

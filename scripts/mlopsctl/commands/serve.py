@@ -17,7 +17,7 @@ from mlopsctl import gitops, toolchain
 from mlopsctl.commands.common import positive_integer
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.registry import MlflowRegistry
-from mlopsctl.service import Service, Settings
+from mlopsctl.service import BranchMismatch, Service, Settings, branch_config
 
 
 def _from_environment(name: str, default: str | None = None) -> str | None:
@@ -39,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--branch",
         default=_from_environment("MLOPSCTL_BRANCH", "main"),
-        help="branch to reconcile ($MLOPSCTL_BRANCH, default main)",
+        help="branch to reconcile and push to; its mlopsctl.yaml must name it as "
+        "promotion.branch ($MLOPSCTL_BRANCH, default main)",
     )
     parser.add_argument(
         "--mlflow-uri",
@@ -82,6 +83,10 @@ def _listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _stderr_log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.remote:
         raise MlopsctlError("no git remote: pass --remote or set MLOPSCTL_REMOTE")
@@ -97,6 +102,14 @@ def run(args: argparse.Namespace) -> int:
     gitops.use_credentials(
         os.environ.get(args.git_token_env), args.ssh_key_file, args.known_hosts_file
     )
+    try:
+        branch_config(args.remote, args.branch)
+    except BranchMismatch:
+        raise  # bad input: refused before any pass clones or pushes
+    except MlopsctlError as error:
+        # A remote that is down, or a config that does not load, may be fixed while the service
+        # runs; every pass checks again and refuses until it is.
+        _stderr_log(f"cannot check {args.branch!r} against promotion.branch yet: {error}")
     settings = Settings(
         remote=args.remote,
         branch=args.branch,
@@ -105,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         webhook_secret=secret,
         interval_seconds=args.interval,
         max_attempts=args.max_attempts,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=_stderr_log,
+        read_config=branch_config,
     )
     service = Service(settings, _listen_address(args.listen))
     stop_requested = threading.Event()
