@@ -11,7 +11,7 @@ import difflib
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -558,13 +558,22 @@ def run(
     model: str | None = None,
     branch: str = "main",
     source: str = "cli",
+    environments: Collection[str] | None = None,
 ) -> Report:
-    """One pass of the sync loop for the model pins matching environment and model."""
+    """One pass of the sync loop for the model pins matching environment and model.
+
+    `environments`, when given, is what this writer owns: pins of any other environment are
+    another promoter's to move and are not read.
+    """
 
     def planner(clone: Path, config: Config) -> tuple[Sequence[Edit], list[str], list[str]]:
-        pins = inventory.model_pins(
-            inventory.scan(clone, config.render_exclude), environment, model
-        )
+        pins = [
+            located
+            for located in inventory.model_pins(
+                inventory.scan(clone, config.render_exclude), environment, model
+            )
+            if environments is None or located.environment in environments
+        ]
         if not pins:
             raise MlopsctlError(
                 f"no model pin in {remote} matches environment {environment or 'any'} "
