@@ -1,7 +1,7 @@
 """A thin stand-in for the GitHub REST endpoints mlopsctl uses for pull requests and comments.
 
 GitHub cannot be reached from the test machine, so this serves, on loopback, exactly:
-GET /repos/{owner}/{name}/pulls?head=&base=&state=open, POST /repos/{owner}/{name}/pulls,
+GET /repos/{owner}/{name}/pulls?head=&base=&state=(open|closed|all), POST /repos/{owner}/{name}/pulls,
 PATCH /repos/{owner}/{name}/pulls/{number}, GET and POST /repos/{owner}/{name}/issues/{number}/
 comments (paged by per_page and page) and PATCH /repos/{owner}/{name}/issues/comments/{id},
 with GitHub's field names, and checks the token.
@@ -68,7 +68,7 @@ def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
                 for pull in state.pulls
                 if f"{owner}:{pull['head']['ref']}" == query.get("head")
                 and pull["base"]["ref"] == query.get("base")
-                and pull["state"] == "open"
+                and query.get("state", "open") in (pull["state"], "all")
             ]
             self._answer(200, matching)
 
@@ -91,6 +91,7 @@ def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
             pull = {
                 "number": number,
                 "state": "open",
+                "merged_at": None,
                 "title": payload["title"],
                 "body": payload["body"],
                 "head": {"ref": payload["head"]},

@@ -17,7 +17,9 @@ import yaml
 from mlopsctl import toolchain
 from mlopsctl.kustomize import render_root
 from mlopsctl.pins import PinError, find_pins, set_image, set_model_version
-from mlopsctl.promotion import Change, Landing, run_edits
+from mlopsctl.promote.edits import ModelChange
+from mlopsctl.promote.flows import Landing, run_edits
+from mlopsctl.promote.plan import Plan
 from mlopsctl.registry import ModelVersion
 from tests.conftest import MINIMAL_CONFIG, TOOLS_DIR, write_tree
 from tests.platform_fixtures import Platform, git
@@ -207,7 +209,7 @@ def test_set_image_in_a_crlf_file_changes_the_tag_bytes_only(cli, platform: Plat
 
 def test_a_model_promotion_in_a_crlf_file_changes_the_version_bytes_only(platform: Platform):
     original = with_crlf(platform)
-    change = Change(
+    change = ModelChange(
         "local",
         LOCAL_MODEL_SERVER,
         platform.model,
@@ -221,7 +223,7 @@ def test_a_model_promotion_in_a_crlf_file_changes_the_version_bytes_only(platfor
         None,
         toolchain.resolve(TOOLS_DIR),
         str(platform.remote),
-        lambda _clone, _config: ([change], [], []),
+        lambda _clone, _config: Plan(edits=[change]),
         Landing(log=lambda _line: None),
     )
     assert report.ok, [outcome.result for outcome in report.outcomes]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlopsctl.config import load_config
-from mlopsctl.gates import refusals, uncompared
+from mlopsctl.promote.gates import refusals, uncompared
 from mlopsctl.registry import MlflowRegistry
 from tests.conftest import REPOSITORY
 from tests.mlflow_fixtures import MlflowServer
@@ -450,7 +450,15 @@ def test_pull_request_is_opened_once_then_updated(
     [pull] = github.pulls  # still one pull request per environment and model
     assert pull["title"] == f"promote(staging): {platform.model} v1 -> v{third}"
     assert platform.pin("staging", branch) == third
-    assert [method for method, _path in github.requests] == ["GET", "POST", "GET", "PATCH"]
+    # Each pass: the newest pull request of the branch (closed ones too), then the open one.
+    assert [method for method, _path in github.requests] == [
+        "GET",
+        "GET",
+        "POST",
+        "GET",
+        "GET",
+        "PATCH",
+    ]
 
 
 def test_a_wrong_github_token_fails_clearly(cli, platform, mlflow_server, github, monkeypatch):
@@ -474,6 +482,8 @@ def test_a_branch_that_keeps_moving_is_given_up_clearly(cli, platform, mlflow_se
     before = platform.log()
     result = promote(cli, platform, mlflow_server, "--env", "local", "--max-attempts", "3")
     assert result.exit_code == 4
-    assert "local: gave up after 3 pushes rejected by a moving main" in result.stderr
-    assert result.stderr.count("replaying the edit on its new head") == 3
+    assert f"local: {platform.model}: failed: gave up after 3 pushes rejected by a moving main" in (
+        result.stderr
+    )
+    assert result.stderr.count("main moved on; planning again from its new head") == 3
     assert platform.log() == before

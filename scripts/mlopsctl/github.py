@@ -33,6 +33,15 @@ def repository_slug(remote: str, configured: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class PullRequest:
+    number: int
+    state: str  # open or closed
+    merged: bool
+    body: str
+    url: str
+
+
+@dataclass(frozen=True)
 class PullRequests:
     api_url: str
     repository: str  # owner/name
@@ -79,6 +88,45 @@ class PullRequests:
             "POST", "/pulls", {"title": title, "head": branch, "base": base, "body": body}
         )
         return str(created["html_url"])
+
+    def _from_branch(self, branch: str, base: str, state: str) -> list[PullRequest]:
+        owner = self.repository.split("/")[0]
+        query = urllib.parse.urlencode(
+            {"head": f"{owner}:{branch}", "base": base, "state": state, "per_page": 100}
+        )
+        found = self._call("GET", f"/pulls?{query}")
+        if not isinstance(found, list):
+            raise GitHubError("GitHub answered the pull request search with something not a list")
+        try:
+            return sorted(
+                (
+                    PullRequest(
+                        int(pull["number"]),
+                        str(pull["state"]),
+                        bool(pull.get("merged_at")),
+                        str(pull.get("body") or ""),
+                        str(pull["html_url"]),
+                    )
+                    for pull in found
+                ),
+                key=lambda pull: pull.number,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise GitHubError(f"GitHub answered the pull requests of {branch} unusably") from error
+
+    def latest(self, branch: str, base: str) -> PullRequest | None:
+        """The newest pull request from `branch` into `base`, open or closed."""
+        pulls = self._from_branch(branch, base, "all")
+        return pulls[-1] if pulls else None
+
+    def close_open(self, branch: str, base: str, comment: str) -> str:
+        """Close every open pull request from `branch`, saying why; their URLs, or ""."""
+        closed = []
+        for pull in self._from_branch(branch, base, "open"):
+            self._call("POST", f"/issues/{pull.number}/comments", {"body": comment})
+            self._call("PATCH", f"/pulls/{pull.number}", {"state": "closed"})
+            closed.append(pull.url)
+        return ", ".join(closed)
 
     def upsert_comment(self, number: int, marker: str, body: str) -> str:
         """The URL of the one comment on pull request `number` that starts with `marker`,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from mlopsctl.gates import nothing_pinned
+from mlopsctl.promote.gates import nothing_pinned
 from mlopsctl.inventory import LocatedPin
 from mlopsctl.registry import ModelVersion, Registry
 

@@ -13,7 +13,7 @@ from mlopsctl import gitops
 from mlopsctl.config import Config, find_repository_root, load_config
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.github import PullRequests, repository_slug
-from mlopsctl.promotion import Landing
+from mlopsctl.promote.flows import Landing
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import default_tools_dir
 

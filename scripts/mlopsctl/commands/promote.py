@@ -8,8 +8,9 @@ nothing to do), 1 something was refused or did not validate, 2 usage, 3 registry
 from __future__ import annotations
 
 import argparse
+import sys
 
-from mlopsctl import promotion, toolchain
+from mlopsctl import toolchain
 from mlopsctl.commands.common import (
     add_landing_arguments,
     add_registry_arguments,
@@ -20,6 +21,8 @@ from mlopsctl.commands.common import (
     remote_of,
     workspace,
 )
+from mlopsctl.promote import flows
+from mlopsctl.promote.landing import OutcomeKind, Report
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     space = workspace(args)
     check_environment(space, args.env)
     remote = remote_of(args, space)
-    report = promotion.run(
+    report = flows.run(
         space.config,
         registry(args),
         toolchain.resolve(space.tools_dir),
@@ -47,12 +50,16 @@ def run(args: argparse.Namespace) -> int:
     return print_report(report, args.dry_run, space.config.promotion.branch)
 
 
-def print_report(report: promotion.Report, dry_run: bool, base: str) -> int:
+def print_report(report: Report, dry_run: bool, base: str) -> int:
     for note in report.notes:
         print(note)
-    for refusal in report.refused:
+    for refusal in report.refusals:
         print(refusal)
+    for failure in report.failures:
+        print(failure, file=sys.stderr)
     for outcome in report.outcomes:
+        if outcome.kind is OutcomeKind.FAILED:
+            continue  # said with the failures
         for change in outcome.changes:
             print(f"{outcome.environment}: {change.summary()}")
         print(f"{outcome.environment}: {outcome.result}")
@@ -62,6 +69,6 @@ def print_report(report: promotion.Report, dry_run: bool, base: str) -> int:
             print(f"{outcome.environment}: pull request {outcome.pull_request}")
         elif outcome.branch and not dry_run:
             print(f"{outcome.environment}: open a pull request from {outcome.branch} into {base}")
-    if not report.outcomes and not report.refused:
+    if not report.outcomes and not report.refusals and not report.failures:
         print("nothing to do: every pin already has the value asked for")
-    return 0 if report.ok else 1
+    return report.exit_code

@@ -21,7 +21,7 @@ from mlopsctl.commands.common import (
     workspace,
 )
 from mlopsctl.commands.promote import print_report
-from mlopsctl.promotion import rollback_run
+from mlopsctl.promote.flows import rollback_run
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,7 +19,7 @@ from mlopsctl.commands.common import (
 )
 from mlopsctl.commands.promote import print_report
 from mlopsctl.pins import DIGEST, IMAGE_NAME, TAG, check_field
-from mlopsctl.promotion import set_image_run
+from mlopsctl.promote.flows import set_image_run
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
