@@ -8,6 +8,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,12 +120,19 @@ class PullRequests:
         pulls = self._from_branch(branch, base, "all")
         return pulls[-1] if pulls else None
 
-    def close_open(self, branch: str, base: str, comment: str) -> str:
-        """Close every open pull request from `branch`, saying why; their URLs, or ""."""
+    def close_open(
+        self, branch: str, base: str, comment: str, rewrite_body: Callable[[str], str]
+    ) -> str:
+        """Close every open pull request from `branch`, saying why and with its body rewritten;
+        their URLs, or ""."""
         closed = []
         for pull in self._from_branch(branch, base, "open"):
             self._call("POST", f"/issues/{pull.number}/comments", {"body": comment})
-            self._call("PATCH", f"/pulls/{pull.number}", {"state": "closed"})
+            self._call(
+                "PATCH",
+                f"/pulls/{pull.number}",
+                {"state": "closed", "body": rewrite_body(pull.body)},
+            )
             closed.append(pull.url)
         return ", ".join(closed)
 

@@ -29,6 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--env", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--to", metavar="VERSION", help="default: the version pinned before")
+    parser.add_argument(
+        "--all-following",
+        action="store_true",
+        help="also roll back every other environment whose pin follows the same alias of the "
+        "same registry (without it, such a rollback is refused before anything moves)",
+    )
     add_landing_arguments(parser, dry_run=False)
     add_registry_arguments(parser)
     add_repository_argument(parser)
@@ -47,10 +53,16 @@ def run(args: argparse.Namespace) -> int:
         args.env,
         args.model,
         args.to,
+        all_following=args.all_following,
     )
     print(
         f"moved {result.model}@{result.alias} to v{result.target} in MLflow (the intent; Git "
         f"pinned v{result.pinned}). Git records what runs, and follows the alias: the next "
         f"reconcile keeps v{result.target} instead of undoing the rollback."
     )
+    if len(result.environments) > 1:
+        print(
+            f"environments following {result.model}@{result.alias}, rolled back together: "
+            + ", ".join(result.environments)
+        )
     return print_report(result.report, False, space.config.promotion.branch)

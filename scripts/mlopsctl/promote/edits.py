@@ -194,6 +194,12 @@ def proposed_value(body: str, key: str) -> str | None:
     return None
 
 
+def withdrawn_body(body: str) -> str:
+    """A withdrawn pull request's body: it no longer says it proposes anything, so a pull
+    request closed by mlopsctl is not taken for one a person closed."""
+    return body.replace("<!-- mlopsctl-proposes: ", "<!-- mlopsctl-withdrew: ")
+
+
 def pull_request_body(edits: Sequence[Edit], diff: str, trailers: Sequence[tuple[str, str]]) -> str:
     """Model moves worded as `mlopsctl diff` words them, then the edit and the trailers."""
     files_by_key: dict[tuple[str, str], tuple[str, ...]] = {}

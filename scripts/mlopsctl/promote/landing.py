@@ -28,6 +28,7 @@ from mlopsctl.promote.edits import (
     commit_message,
     proposed_value,
     pull_request_body,
+    withdrawn_body,
 )
 from mlopsctl.promote.plan import Failure, Plan, Refusal, Settled
 from mlopsctl.toolchain import Toolchain
@@ -105,6 +106,9 @@ class Promoter:
 
     def land(self, clone: Path, dry_run: bool = False) -> Report:
         """Plan on the clone, then land each environment's share of the plan."""
+        # Listed before planning: a branch another writer pushes after this point is seen as
+        # moved (the lease fails) instead of being overwritten by this plan.
+        branches = self._promotion_branches(clone) if self._proposes_anywhere() else {}
         plan = self.planner(clone)
         report = Report(notes=list(plan.notes))
         environments = list(
@@ -133,7 +137,9 @@ class Promoter:
                     gitops.reset_to_remote(clone, self.config.promotion.branch)
                 report.outcomes.extend(outcomes)
             else:
-                outcomes, environment_plan = self._propose_all(clone, policy, environment_plan)
+                outcomes, environment_plan = self._propose_all(
+                    clone, policy, environment_plan, branches
+                )
                 report.outcomes.extend(outcomes)
             report.refusals.extend(environment_plan.refusals)
             report.failures.extend(environment_plan.failures)
@@ -251,15 +257,17 @@ class Promoter:
         plan.failures.append(failure)
         return [Outcome(environment, OutcomeKind.FAILED, [], str(failure))], plan
 
+    def _proposes_anywhere(self) -> bool:
+        return any(policy.mode == "pull-request" for policy in self.config.promotion.environments)
+
     def _propose_all(
-        self, clone: Path, policy: EnvironmentPolicy, plan: Plan
+        self, clone: Path, policy: EnvironmentPolicy, plan: Plan, branches: dict[str, str]
     ) -> tuple[list[Outcome], Plan]:
         """One branch (and pull request) per model or image; each lands or fails on its own."""
         outcomes: list[Outcome] = []
         by_key: dict[str, list[Edit]] = {}
         for edit in plan.edits:
             by_key.setdefault(edit.key, []).append(edit)
-        branches = self._promotion_branches(clone)
         for key, edits in by_key.items():
             try:
                 outcome, plan = self._propose(clone, policy, key, edits, branches, plan)
@@ -329,10 +337,10 @@ class Promoter:
             self.log(f"{environment}: {branch} moved on; planning again from the new heads")
             gitops.reset_to_remote(clone, base)
             self._backoff(attempt)
-            plan = self._replan(clone, environment)
-            edits = [edit for edit in plan.edits if edit.key == key]
             branches.clear()
             branches.update(self._promotion_branches(clone))
+            plan = self._replan(clone, environment)
+            edits = [edit for edit in plan.edits if edit.key == key]
         raise gitops.GitError(
             f"gave up after {self.max_attempts} pushes to {branch} rejected by another writer"
         )
@@ -445,7 +453,7 @@ class Promoter:
         closed = ""
         if self.pull_requests is not None:
             closed = self.pull_requests.close_open(
-                branch, base, f"Withdrawn by mlopsctl: {reason}."
+                branch, base, f"Withdrawn by mlopsctl: {reason}.", withdrawn_body
             )
         # Deleted only if nobody moved it since it was listed.
         if not gitops.push(

@@ -148,10 +148,10 @@ def _plan_one(
     if skipped is not None and f"{where}: {skipped}" not in result.notes:
         result.notes.append(f"{where}: {skipped}")
     if reasons:
-        result.refusals.extend(
-            Refusal(environment, located.model, located.alias, target.version, reason)
-            for reason in reasons
-        )
+        for reason in reasons:
+            refusal = Refusal(environment, located.model, located.alias, target.version, reason)
+            if refusal not in result.refusals:  # a model pinned in two files is refused once
+                result.refusals.append(refusal)
         return
     result.edits.append(
         ModelChange(
