@@ -50,6 +50,8 @@ class Promoter:
                 mlflow_url,
                 "--interval",
                 str(interval),
+                "--environments",
+                "local",
             ],
             env={**os.environ, "MLOPSCTL_WEBHOOK_SECRET": SECRET},
             stdout=log.open("ab"),

@@ -90,6 +90,7 @@ def promoter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessPromoter]:
         registry=MlflowRegistry("http://127.0.0.1:9"),
         toolchain=resolve(TOOLS_DIR),
         webhook_secret=SECRET,
+        environments=("local",),
         interval_seconds=3600,
         log=log.append,
     )

@@ -33,6 +33,7 @@ def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch):
         registry=MlflowRegistry("http://127.0.0.1:9"),
         toolchain=resolve(TOOLS_DIR),
         webhook_secret="x" * 20,
+        environments=("local",),
         interval_seconds=3600,
         log=lambda _line: None,
     )

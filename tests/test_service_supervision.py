@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import threading
@@ -42,6 +43,7 @@ def test_serve_refuses_a_branch_other_than_promotion_branch(
     before = platform.log()
     arguments = [MLOPSCTL, "serve", "--listen", f"127.0.0.1:{free_port()}"]
     arguments += ["--remote", str(platform.remote), "--mlflow-uri", mlflow_server.url]
+    arguments += ["--environments", "local"]
     environment = {**os.environ, "MLOPSCTL_WEBHOOK_SECRET": SECRET}
     if by_environment:
         environment["MLOPSCTL_BRANCH"] = "feature"
@@ -59,12 +61,59 @@ def test_serve_refuses_a_branch_other_than_promotion_branch(
     assert platform.log() == before  # the unreviewed commit never reached main
 
 
+def serve_until_it_exits(arguments: list[str], environment: dict[str, str]) -> tuple[int, str]:
+    """Run `mlopsctl serve`, which must refuse to start: its exit code and stderr."""
+    process = subprocess.Popen(arguments, env=environment, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:  # it started serving: that is the defect
+            process.terminate()
+            process.communicate(timeout=30)
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("setting", [None, " , "], ids=["unset", "only-commas"])
+def test_serve_refuses_to_start_without_environments(platform: Platform, setting: str | None):
+    environment = {k: v for k, v in os.environ.items() if k != "MLOPSCTL_ENVIRONMENTS"}
+    environment["MLOPSCTL_WEBHOOK_SECRET"] = SECRET
+    if setting is not None:
+        environment["MLOPSCTL_ENVIRONMENTS"] = setting
+    arguments = [MLOPSCTL, "serve", "--listen", f"127.0.0.1:{free_port()}"]
+    arguments += ["--remote", str(platform.remote), "--mlflow-uri", "http://127.0.0.1:9"]
+    returncode, stderr = serve_until_it_exits(arguments, environment)
+    assert returncode == 2, stderr
+    assert "--environments" in stderr and "MLOPSCTL_ENVIRONMENTS" in stderr
+
+
+@pytest.mark.parametrize("by_environment", [False, True], ids=["flag", "environment"])
+def test_serve_refuses_an_environment_its_config_does_not_have(
+    platform: Platform, by_environment: bool
+):
+    before = platform.log()
+    environment = {**os.environ, "MLOPSCTL_WEBHOOK_SECRET": SECRET}
+    arguments = [MLOPSCTL, "serve", "--listen", f"127.0.0.1:{free_port()}"]
+    arguments += ["--remote", str(platform.remote), "--mlflow-uri", "http://127.0.0.1:9"]
+    if by_environment:
+        environment["MLOPSCTL_ENVIRONMENTS"] = "local, qa"
+    else:
+        arguments += ["--environments", "local,qa"]
+    returncode, stderr = serve_until_it_exits(arguments, environment)
+    assert returncode == 2, stderr
+    # Only the unknown one is named as owned, next to those the config has.
+    assert "owns environment(s) 'qa' (" in stderr
+    assert "has only 'local', 'staging', 'production'" in stderr
+    assert platform.log() == before
+
+
 @pytest.fixture
 def in_process(platform: Platform, mlflow_server: MlflowServer) -> Iterator[Callable[..., Any]]:
     """`mlopsctl serve`'s Service on loopback against the platform's bare remote and MLflow."""
     started: list[service.Service] = []
 
-    def start(interval: float, pass_timeout: float = 300.0) -> tuple[service.Service, list[str]]:
+    def start(
+        interval: float, pass_timeout: float = 300.0, environments: tuple[str, ...] = ("local",)
+    ) -> tuple[service.Service, list[str]]:
         log: list[str] = []
         settings = service.Settings(
             remote=str(platform.remote),
@@ -72,10 +121,12 @@ def in_process(platform: Platform, mlflow_server: MlflowServer) -> Iterator[Call
             registry=MlflowRegistry(mlflow_server.url),
             toolchain=resolve(TOOLS_DIR),
             webhook_secret=SECRET,
+            environments=environments,
             interval_seconds=interval,
             log=log.append,
             pass_timeout_seconds=pass_timeout,
-            read_config=service.branch_config,
+            # As `mlopsctl serve` reads it each pass.
+            read_config=functools.partial(service.branch_config, environments=environments),
         )
         running = service.Service(settings, ("127.0.0.1", 0))
         running.start()
@@ -170,3 +221,27 @@ def test_healthz_fails_when_passes_stop_finishing(
     finally:
         release.set()
     wait_for(lambda: get(running, "/healthz")[0] == 200, 10, "/healthz recovering")
+
+
+def test_a_pass_writes_only_the_environments_the_promoter_owns(
+    platform: Platform, mlflow_server: MlflowServer, in_process
+):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    # local follows @challenger and would take v2 at once; this promoter owns production only.
+    running, log = in_process(interval=3600, environments=("production",))
+    wait_for(lambda: running.reconciler.passes >= 1, 60, "the startup pass")
+    assert platform.pin("local") == "0", log
+    assert promotions_on_main(platform) == []
+
+
+def test_each_pass_refuses_an_owned_environment_its_config_does_not_have(
+    platform: Platform, mlflow_server: MlflowServer, in_process
+):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    running, log = in_process(interval=3600, environments=("local", "qa"))
+    wait_for(lambda: running.reconciler.passes >= 1, 60, "the startup pass")
+    assert metric(running, 'mlopsctl_reconcile_passes_total{result="error"') == 1
+    assert any("'qa'" in line and "failed" in line for line in log), log
+    assert promotions_on_main(platform) == []

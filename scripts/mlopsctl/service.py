@@ -8,36 +8,25 @@ burst of alias moves costs a few passes and a few commits, not one per move.
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mlopsctl import gitops, promotion, webhooks
 from mlopsctl.config import CONFIG_FILENAME, Config, load_config
 from mlopsctl.errors import MlopsctlError
+from mlopsctl.promoter_http import HttpLimits, HttpServer, PromoterApp, ReadinessCache
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import Toolchain
 
-# Content-Length digits read at all: 20 are far past any body taken, and int() stays cheap.
-MAX_LENGTH_DIGITS = 20
 # The longest a pass may take before /healthz calls the worker stuck. Nothing in a pass has a
 # timeout of its own (git clone and push have none), so this is the allowance: a clone, a render
 # per environment and 20 pushes with their back-off take well under a minute on a big repository.
@@ -50,11 +39,18 @@ class BranchMismatch(MlopsctlError):
     """The reconciled branch's mlopsctl.yaml promotes to another branch."""
 
 
-def branch_config(remote: str, branch: str) -> Config:
-    """mlopsctl.yaml as `branch` of `remote` holds it, refused unless it promotes to `branch`.
+class UnknownEnvironment(MlopsctlError):
+    """The promoter is told to own an environment the branch's mlopsctl.yaml does not have."""
+
+
+def branch_config(remote: str, branch: str, environments: Collection[str] = ()) -> Config:
+    """mlopsctl.yaml as `branch` of `remote` holds it, refused unless it promotes to `branch`
+    and has every one of `environments` (those the promoter owns).
 
     The branch the service reconciles and the one its commits go to must be the same: a clone of
     another branch pushed to promotion.branch would carry that branch's unreviewed commits there.
+    An owned environment the file does not name is a typo or a removed environment: the
+    promoter would move nothing and say nothing, so it refuses instead.
     """
     with tempfile.TemporaryDirectory(prefix="mlopsctl-config-") as scratch:
         # Only the tip is needed, and no checkout: the one file is read from the object store.
@@ -89,6 +85,13 @@ def branch_config(remote: str, branch: str) -> Config:
             f"{CONFIG_FILENAME} on it promotes to branch {config.promotion.branch!r} "
             f"(promotion.branch): they must be the same branch, or commits of {branch!r} would "
             f"be pushed to {config.promotion.branch!r}"
+        )
+    unknown = [name for name in environments if name not in config.environments]
+    if unknown:
+        raise UnknownEnvironment(
+            f"the promoter owns environment(s) {', '.join(map(repr, unknown))} "
+            f"(--environments / MLOPSCTL_ENVIRONMENTS) but {CONFIG_FILENAME} on branch "
+            f"{branch!r} has only {', '.join(map(repr, config.environments))}"
         )
     return config
 
@@ -140,6 +143,9 @@ class Settings:
     registry: MlflowRegistry
     toolchain: Toolchain
     webhook_secret: str = field(repr=False)  # never in a log or a traceback
+    # The environments whose pins this promoter writes: one writer per pin, so each promoter
+    # is told which are its own and never reads the others'.
+    environments: tuple[str, ...]
     interval_seconds: float = 60.0
     max_attempts: int = 20
     log: Callable[[str], None] = print
@@ -149,6 +155,10 @@ class Settings:
     # branch_config; None lets the pass read the config from its own clone, unchecked (for tests
     # that replace the whole pass).
     read_config: Callable[[str, str], Config] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.environments:
+            raise MlopsctlError("the promoter owns no environment: name at least one")
 
     @property
     def health_deadline_seconds(self) -> float:
@@ -177,6 +187,10 @@ class Reconciler:
         with self._condition:
             self._pending = self._pending or trigger
             self._condition.notify()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def stop(self) -> None:
         """Let the pass in flight finish; start no other."""
@@ -227,6 +241,7 @@ class Reconciler:
                 self.landing,
                 branch=settings.branch,
                 source="webhook" if trigger == "webhook" else "reconcile",
+                environments=settings.environments,
             )
         except MlopsctlError as error:
             self.metrics.passes.labels(trigger, "error").inc()
@@ -281,138 +296,40 @@ def ready(settings: Settings) -> tuple[bool, dict[str, str]]:
     return all(value == "ok" for value in checks.values()), checks
 
 
-def handler_for(
-    settings: Settings, metrics: Metrics, reconciler: Reconciler, replays: webhooks.ReplayMemory
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "mlopsctl"
-
-        def log_message(self, *_args: object) -> None:
-            pass  # one log line per pass is what operators want, not one per request
-
-        def _json(self, status: int, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                # Alive means passes keep finishing: a dead or stuck worker gets the pod restarted.
-                idle = reconciler.seconds_since_last_pass()
-                if idle > settings.health_deadline_seconds:
-                    self._json(
-                        503,
-                        {
-                            "status": "stuck",
-                            "error": f"no reconcile pass has finished for {idle:.0f} s",
-                        },
-                    )
-                else:
-                    self._json(200, {"status": "ok"})
-            elif self.path == "/readyz":
-                is_ready, checks = ready(settings)
-                self._json(200 if is_ready else 503, {"ready": is_ready, "checks": checks})
-            elif self.path == "/metrics":
-                body = generate_latest(metrics.registry)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            else:
-                self._json(404, {"error": f"no such path {self.path}"})
-
-        def do_POST(self) -> None:
-            if self.path != "/webhooks/mlflow":
-                self._json(404, {"error": f"no such path {self.path}"})
-                return
-            try:
-                status, result, message = self._receive()
-            except OSError:
-                raise  # the connection itself failed: there is no one to answer
-            except Exception as error:
-                # A request the checks did not foresee still gets an answer, and is counted.
-                status, result, message = 500, "error", "the delivery could not be handled"
-                self._refused(result, f"{message}: {type(error).__name__}")
-            key = "error" if status >= 400 else "status"
-            self._json(status, {key: message, "result": result})
-
-        def _refused(self, result: str, reason: str) -> None:
-            """Count a refused delivery and log why, who sent it and its id; never its body."""
-            metrics.webhooks.labels(result).inc()
-            delivery_id = self.headers.get(webhooks.DELIVERY_HEADER)
-            # ascii() quotes and escapes the sender's text, so it cannot forge log lines.
-            shown_id = ascii(delivery_id[:100]) if delivery_id is not None else "none"
-            settings.log(
-                f"webhook refused ({result}): {reason}; delivery {shown_id} "
-                f"from {self.client_address[0]}"
-            )
-
-        def _receive(self) -> tuple[int, str, str]:
-            """Read and verify one delivery: the HTTP status, result label and message."""
-            lengths = self.headers.get_all("Content-Length") or []
-            if not lengths:
-                self.close_connection = True  # a body, if any (chunked?), stays unread
-                self._refused("malformed", "no Content-Length")
-                return 411, "malformed", "Content-Length is required"
-            # Two different lengths are a request-smuggling pattern; the body is never read.
-            if len(set(lengths)) > 1 or not webhooks.is_ascii_number(lengths[0], MAX_LENGTH_DIGITS):
-                self.close_connection = True
-                self._refused("malformed", "Content-Length is not one number in digits 0-9")
-                return 400, "malformed", "Content-Length must be a number in digits 0-9"
-            length = int(lengths[0])
-            if length > webhooks.MAX_BODY_BYTES:
-                self.close_connection = True
-                self._refused("too_large", f"Content-Length {length}")
-                return 413, "too_large", f"body over {webhooks.MAX_BODY_BYTES} bytes"
-            body = self.rfile.read(length)
-            headers = {name: self.headers.get(name, "") for name in webhooks.HEADERS}
-            verdict = webhooks.verify(headers, body, settings.webhook_secret, replays)
-            if verdict.status >= 400:
-                self._refused(verdict.result, verdict.message)
-            else:
-                metrics.webhooks.labels(verdict.result).inc()
-            if verdict.result == "accepted":
-                reconciler.wake("webhook")
-                settings.log(f"webhook: {verdict.event} for {verdict.model or 'a model'}: queued")
-            return verdict.status, verdict.result, verdict.message
-
-    return Handler
-
-
 @dataclass
 class Service:
     settings: Settings
     listen: tuple[str, int]
     metrics: Metrics = field(default_factory=Metrics)
+    limits: HttpLimits = field(default_factory=HttpLimits)
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         landing = promotion.Landing(max_attempts=self.settings.max_attempts, log=self.settings.log)
         self.reconciler = Reconciler(self.settings, self.metrics, landing)
-        handler = handler_for(self.settings, self.metrics, self.reconciler, webhooks.ReplayMemory())
-        self.http = ThreadingHTTPServer(self.listen, handler)
-        self.http.daemon_threads = True
+        settings = self.settings
+        readiness = ReadinessCache(lambda: ready(settings), self.limits.readiness_cache_seconds)
+        app = PromoterApp(
+            settings, self.metrics, self.reconciler, webhooks.ReplayMemory(), readiness, self.limits
+        )
+        self.http = HttpServer(app, self.listen, self.limits)
         self._threads: list[threading.Thread] = []
 
     @property
     def port(self) -> int:
-        return int(self.http.server_address[1])
+        return self.http.port
 
     def start(self) -> None:
         worker = threading.Thread(target=self.reconciler.run_forever, name="reconciler")
         timer = threading.Thread(target=self._timer, name="reconcile-timer", daemon=True)
-        server = threading.Thread(target=self.http.serve_forever, name="http", daemon=True)
-        self._threads = [worker, timer, server]
+        self._threads = [worker, timer]
         for thread in self._threads:
             thread.start()
+        self.http.start()
         self.reconciler.wake("startup")
         self.settings.log(
             f"serving on {self.listen[0]}:{self.port}, reconciling every "
-            f"{self.settings.interval_seconds:g} s"
+            f"{self.settings.interval_seconds:g} s, for {', '.join(self.settings.environments)}"
         )
 
     def _timer(self) -> None:
@@ -422,10 +339,13 @@ class Service:
             self.reconciler.wake("timer")
 
     def stop(self) -> None:
-        """Stop taking requests, finish the pass in flight, return."""
+        """Finish the pass in flight, then stop serving HTTP (bounded), then return.
+
+        HTTP stays up while the pass finishes, so the liveness probe keeps its answer through a
+        long pass; webhooks meanwhile get 503 and MLflow delivers them again later."""
         self.stopped.set()
-        self.http.shutdown()
         self.reconciler.stop()
-        self._threads[0].join()
-        self.http.server_close()
+        if self._threads:
+            self._threads[0].join()
+        self.http.stop()
         self.settings.log("stopped")

@@ -7,6 +7,7 @@ pass, and two replicas at once are safe (pushes replay on a moving branch; passe
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -17,7 +18,13 @@ from mlopsctl import gitops, toolchain
 from mlopsctl.commands.common import positive_integer
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.registry import MlflowRegistry
-from mlopsctl.service import BranchMismatch, Service, Settings, branch_config
+from mlopsctl.service import (
+    BranchMismatch,
+    Service,
+    Settings,
+    UnknownEnvironment,
+    branch_config,
+)
 
 
 def _from_environment(name: str, default: str | None = None) -> str | None:
@@ -41,6 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=_from_environment("MLOPSCTL_BRANCH", "main"),
         help="branch to reconcile and push to; its mlopsctl.yaml must name it as "
         "promotion.branch ($MLOPSCTL_BRANCH, default main)",
+    )
+    parser.add_argument(
+        "--environments",
+        default=_from_environment("MLOPSCTL_ENVIRONMENTS"),
+        help="comma-separated environments whose pins this promoter writes, each one of "
+        "mlopsctl.yaml's environments; required: one writer per pin ($MLOPSCTL_ENVIRONMENTS)",
     )
     parser.add_argument(
         "--mlflow-uri",
@@ -83,6 +96,17 @@ def _listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _environments(text: str | None) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in (text or "").split(",") if name.strip()))
+    if not names:
+        raise MlopsctlError(
+            "no environments: pass --environments or set MLOPSCTL_ENVIRONMENTS to the "
+            "comma-separated environments this promoter writes (e.g. local); each environment's "
+            "pins have exactly one writer"
+        )
+    return names
+
+
 def _stderr_log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -90,6 +114,7 @@ def _stderr_log(line: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.remote:
         raise MlopsctlError("no git remote: pass --remote or set MLOPSCTL_REMOTE")
+    environments = _environments(args.environments)
     if not args.mlflow_uri:
         raise MlopsctlError("no MLflow server: pass --mlflow-uri or set MLFLOW_TRACKING_URI")
     secret = os.environ.get(args.webhook_secret_env, "")
@@ -102,9 +127,11 @@ def run(args: argparse.Namespace) -> int:
     gitops.use_credentials(
         os.environ.get(args.git_token_env), args.ssh_key_file, args.known_hosts_file
     )
+    # Each pass reads the branch's mlopsctl.yaml again and checks both rules on it.
+    read_config = functools.partial(branch_config, environments=environments)
     try:
-        branch_config(args.remote, args.branch)
-    except BranchMismatch:
+        read_config(args.remote, args.branch)
+    except (BranchMismatch, UnknownEnvironment):
         raise  # bad input: refused before any pass clones or pushes
     except MlopsctlError as error:
         # A remote that is down, or a config that does not load, may be fixed while the service
@@ -116,10 +143,11 @@ def run(args: argparse.Namespace) -> int:
         registry=MlflowRegistry(args.mlflow_uri),
         toolchain=toolchain.resolve(toolchain.default_tools_dir(None)),
         webhook_secret=secret,
+        environments=environments,
         interval_seconds=args.interval,
         max_attempts=args.max_attempts,
         log=_stderr_log,
-        read_config=branch_config,
+        read_config=read_config,
     )
     service = Service(settings, _listen_address(args.listen))
     stop_requested = threading.Event()
