@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 import mlopsctl
-from mlopsctl import promotion, service, webhooks
+from mlopsctl import service, webhooks
 from mlopsctl.github import PullRequests
+from mlopsctl.promote import flows, landing
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import resolve
 from tests import test_service
@@ -78,11 +79,11 @@ class InProcessPromoter:
 def promoter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessPromoter]:
     passes: list[str] = []
 
-    def counted_pass(*_args: object, source: str, **_kwargs: object) -> promotion.Report:
+    def counted_pass(*_args: object, source: str, **_kwargs: object) -> landing.Report:
         passes.append(source)
-        return promotion.Report()
+        return landing.Report()
 
-    monkeypatch.setattr(promotion, "run", counted_pass)
+    monkeypatch.setattr(flows, "run", counted_pass)
     log: list[str] = []
     settings = service.Settings(
         remote="unused",

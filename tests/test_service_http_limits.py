@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import gitops, promotion, service
+from mlopsctl import gitops, service
+from mlopsctl.promote import flows, landing
 from mlopsctl.promoter_http import HttpLimits, ReadinessCache
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import resolve
@@ -71,15 +72,15 @@ def start(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Running]]:
         limits: HttpLimits,
         remote: str = "unused",
         mlflow_url: str = "http://127.0.0.1:9",
-        run_pass: Callable[..., promotion.Report] | None = None,
+        run_pass: Callable[..., landing.Report] | None = None,
     ) -> Running:
         passes: list[str] = []
 
-        def counted_pass(*_arguments: object, source: str, **_keywords: object) -> promotion.Report:
+        def counted_pass(*_arguments: object, source: str, **_keywords: object) -> landing.Report:
             passes.append(source)
-            return promotion.Report()
+            return landing.Report()
 
-        monkeypatch.setattr(promotion, "run", run_pass or counted_pass)
+        monkeypatch.setattr(flows, "run", run_pass or counted_pass)
         log: list[str] = []
         settings = service.Settings(
             remote=remote,
@@ -293,11 +294,11 @@ def test_a_shutdown_finishes_the_pass_in_flight_while_healthz_answers(
 ):
     entered, release, finished = threading.Event(), threading.Event(), threading.Event()
 
-    def held_pass(*_arguments: object, **_keywords: object) -> promotion.Report:
+    def held_pass(*_arguments: object, **_keywords: object) -> landing.Report:
         entered.set()
         release.wait(30)  # bounded: a long clone or push, released by the test
         finished.set()
-        return promotion.Report()
+        return landing.Report()
 
     running = start(HttpLimits(graceful_shutdown_seconds=2), run_pass=held_pass)
     assert entered.wait(10)

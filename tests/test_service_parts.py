@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl import gitops, promotion, service
+from mlopsctl import gitops, service
+from mlopsctl.promote import flows, landing
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import resolve
 from tests.conftest import TOOLS_DIR
@@ -20,13 +21,13 @@ from tests.loopback import QuietHandler, serving
 def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch):
     started, finished = threading.Event(), threading.Event()
 
-    def slow_pass(*_args: object, **_kwargs: object) -> promotion.Report:
+    def slow_pass(*_args: object, **_kwargs: object) -> landing.Report:
         started.set()
         time.sleep(1.5)  # a clone, a render and a push take about this long
         finished.set()
-        return promotion.Report()
+        return landing.Report()
 
-    monkeypatch.setattr(promotion, "run", slow_pass)
+    monkeypatch.setattr(flows, "run", slow_pass)
     settings = service.Settings(
         remote="unused",
         branch="main",

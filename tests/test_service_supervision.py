@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import promotion, service
+from mlopsctl import service
+from mlopsctl.promote import flows, landing
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import resolve
 from tests.conftest import TOOLS_DIR
@@ -161,16 +162,16 @@ def test_a_pass_that_raises_does_not_end_the_worker(
 ):
     mlflow_server.register(platform.model, {"accuracy": 0.9})
     second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
-    real_run = promotion.run
+    real_run = flows.run
     calls: list[int] = []
 
-    def truncated_answer_once(*arguments: Any, **keywords: Any) -> promotion.Report:
+    def truncated_answer_once(*arguments: Any, **keywords: Any) -> landing.Report:
         calls.append(1)
         if len(calls) == 1:  # what json.loads raises on a body MLflow cut short
             raise ValueError("Unterminated string starting at: line 1 column 9 (char 8)")
         return real_run(*arguments, **keywords)
 
-    monkeypatch.setattr(promotion, "run", truncated_answer_once)
+    monkeypatch.setattr(flows, "run", truncated_answer_once)
     running, log = in_process(interval=1)
     wait_for(lambda: platform.pin("local") == second, 30, "the commit of the pass after the error")
     assert promotions_on_main(platform) == [f"promote(local): {platform.model} v0 -> v{second}"]
@@ -204,12 +205,12 @@ def test_healthz_fails_when_passes_stop_finishing(
 ):
     entered, release = threading.Event(), threading.Event()
 
-    def blocked_pass(*_arguments: Any, **_keywords: Any) -> promotion.Report:
+    def blocked_pass(*_arguments: Any, **_keywords: Any) -> landing.Report:
         entered.set()
         release.wait(30)  # bounded: a hung clone or push, released by the test
-        return promotion.Report()
+        return landing.Report()
 
-    monkeypatch.setattr(promotion, "run", blocked_pass)
+    monkeypatch.setattr(flows, "run", blocked_pass)
     # 3 x 0.5 s + 0.5 s: passes are overdue after 2 s.
     running, _log = in_process(interval=0.5, pass_timeout=0.5)
     try:

@@ -20,9 +20,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mlopsctl import gitops, promotion, webhooks
+from mlopsctl import gitops, webhooks
 from mlopsctl.config import CONFIG_FILENAME, Config, load_config
 from mlopsctl.errors import MlopsctlError
+from mlopsctl.promote import flows
+from mlopsctl.promote.landing import OutcomeKind, Report
 from mlopsctl.promoter_http import HttpLimits, HttpServer, PromoterApp, ReadinessCache
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import Toolchain
@@ -172,7 +174,7 @@ class Reconciler:
 
     settings: Settings
     metrics: Metrics
-    landing: promotion.Landing
+    landing: flows.Landing
     _condition: threading.Condition = field(default_factory=threading.Condition)
     _pending: str | None = None
     _stopping: bool = False
@@ -233,7 +235,7 @@ class Reconciler:
                 if settings.read_config is not None
                 else None
             )
-            report = promotion.run(
+            report = flows.run(
                 config,
                 settings.registry,
                 settings.toolchain,
@@ -249,31 +251,36 @@ class Reconciler:
             return
         finally:
             self.passes += 1
-        landed = False
-        out_of_step = len(report.refused)
-        for refusal in report.refused:
-            environment, _, rest = refusal.partition(": ")
-            self.metrics.promotions.labels(environment, rest.partition("@")[0], "refused").inc()
+        self._record(trigger, report, time.perf_counter() - started)
+
+    def _record(self, trigger: str, report: Report, seconds: float) -> None:
+        """Metrics and log lines from the pass's typed report."""
+        log = self.settings.log
+        promotions = self.metrics.promotions
+        out_of_step = len(report.refusals) + len(report.failures)
+        for refusal in report.refusals:
+            promotions.labels(refusal.environment, refusal.model, "refused").inc()
+        for failure in report.failures:
+            promotions.labels(failure.environment, failure.key, OutcomeKind.FAILED.value).inc()
         for outcome in report.outcomes:
-            if not outcome.ok:
-                result = "invalid"
-            elif outcome.branch:
-                result = "proposed"
-            elif outcome.commit:
-                result = "committed"
-            else:
-                result = "unchanged"
-            landed = landed or result in ("committed", "proposed")
-            if result in ("invalid", "proposed"):
+            if outcome.kind in (OutcomeKind.INVALID, OutcomeKind.PROPOSED):
                 out_of_step += len(outcome.changes)
-            for change in outcome.changes:
-                self.metrics.promotions.labels(outcome.environment, change.key, result).inc()
-            settings.log(f"reconcile ({trigger}): {outcome.environment}: {outcome.result}")
-        for line in report.refused + report.notes:
-            settings.log(f"reconcile ({trigger}): {line}")
-        if landed:
-            self.metrics.duration.observe(time.perf_counter() - started)
+            for key in dict.fromkeys(change.key for change in outcome.changes) or (
+                [outcome.key] if outcome.key and outcome.kind is not OutcomeKind.FAILED else []
+            ):
+                promotions.labels(outcome.environment, key, outcome.kind.value).inc()
+            if outcome.kind is not OutcomeKind.FAILED:  # said with the failures below
+                log(f"reconcile ({trigger}): {outcome.environment}: {outcome.result}")
+        for line in [*map(str, report.refusals), *map(str, report.failures), *report.notes]:
+            log(f"reconcile ({trigger}): {line}")
+        if any(o.kind in (OutcomeKind.COMMITTED, OutcomeKind.PROPOSED) for o in report.outcomes):
+            self.metrics.duration.observe(seconds)
         self.metrics.out_of_step.set(out_of_step)
+        if report.failures:
+            # The pass finished, but some items could not be landed: an error pass, so alerts on
+            # the last successful pass see an outage that fails every item.
+            self.metrics.passes.labels(trigger, "error").inc()
+            return
         self.metrics.last_success.set(time.time())
         self.metrics.passes.labels(trigger, "ok").inc()
 
@@ -305,7 +312,7 @@ class Service:
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        landing = promotion.Landing(max_attempts=self.settings.max_attempts, log=self.settings.log)
+        landing = flows.Landing(max_attempts=self.settings.max_attempts, log=self.settings.log)
         self.reconciler = Reconciler(self.settings, self.metrics, landing)
         settings = self.settings
         readiness = ReadinessCache(lambda: ready(settings), self.limits.readiness_cache_seconds)
