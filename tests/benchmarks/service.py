@@ -75,6 +75,8 @@ def main() -> int:
                 server.url,
                 "--interval",
                 "3600",
+                "--environments",
+                "local",
             ],
             env=environment,
             stdout=subprocess.DEVNULL,
