@@ -64,6 +64,7 @@ test: setup lint typecheck
 
 bench: setup
 	$(BIN)/python -m tests.benchmarks
+	$(BIN)/python -m tests.benchmarks.registry
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,26 +1,41 @@
-"""The MLflow model registry, over its REST API.
+"""The MLflow model registry, through MLflow's own client (`MlflowClient`, from mlflow-skinny).
 
-Plain HTTP keeps the promoter free of MLflow's import weight and gives it control of timeouts,
-retries and a count of the calls it makes. Everything a registry answers is checked before use.
+MLflow's client speaks every tracking URI scheme and auth plugin MLflow supports (token and basic
+auth from MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD, Databricks, request-auth plugins) and
+tells MLflow's own RESOURCE_DOES_NOT_EXIST apart from every other failure. This module puts it
+behind the small `Registry` protocol that promotion reads and tests replace, and adds what the
+promoter needs on top: bounded timeouts and retries, a count of the calls made, answers checked
+before use, and errors that name the registry and what was being done.
+
+Only MLflow's own "not found" answers mean "not there": any other answer (a 404 from a wrong path
+prefix or a proxy's HTML page, a 5xx, a body that is not MLflow's) is a `RegistryError`, so a
+misconfigured registry can never read as "nothing to do".
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import math
 import os
-import random
-import time
-import urllib.error
+import tempfile
+import threading
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import yaml
 
 from mlopsctl.errors import MlopsctlError
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
+    from mlflow.entities.webhook import Webhook, WebhookEvent, WebhookEventStr
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.entities.paged_list import PagedList
+    from mlflow.tracking import MlflowClient
 
 
 class RegistryError(MlopsctlError):
@@ -51,209 +66,429 @@ class Registry(Protocol):
     def set_alias(self, model: str, alias: str, version: str) -> None: ...
 
 
-_NOT_FOUND = object()
+# MLflow's own defaults (120 s per request, 7 retries with backoff factor 2) let one call take
+# minutes. The promoter's loop is itself the long-term retry (a failed pass is counted and the
+# next one comes at the next interval), so one call only rides out a blip: 4 attempts of at most
+# 10 s, with MLflow's random jitter (up to MLFLOW_HTTP_REQUEST_BACKOFF_JITTER, 1 s) between
+# them and no exponential growth (MLflow's factor is a whole number; 1 would already wait
+# 2 + 4 s more).
+DEFAULT_TIMEOUT_SECONDS = 10
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF_FACTOR = 0
+
+TIMEOUT_VARIABLE = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+RETRIES_VARIABLE = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+BACKOFF_VARIABLE = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+
+# MLflow reads its HTTP settings from the process environment at every request; there is no
+# per-client or per-call argument. Each call therefore sets them under this lock, so calls with
+# different settings (a webhook create that must not be retried, `mlopsctl diff`'s shorter
+# timeout) never overlap. Each key is added once per process and then only changed, never
+# removed: a key added or removed while another thread copies os.environ (for a subprocess)
+# can break that copy; a changed value cannot.
+_environment_lock = threading.RLock()
+# What this module wrote, so a later MlflowRegistry does not take it for the operator's setting,
+# and what the operator had set before it was overwritten.
+_written: dict[str, str] = {}
+_operator_values: dict[str, str | None] = {}
+
+_T = TypeVar("_T")
+
+# The tracking URIs MLflow reads without a scheme (the default Databricks profile).
+_SCHEMELESS_URIS = frozenset({"databricks", "databricks-uc"})
 
 
-def authorization_from(environment: Mapping[str, str]) -> str:
-    """The Authorization header MLflow's client would send: MLFLOW_TRACKING_TOKEN (bearer), or
-    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (basic); empty without them."""
-    token = environment.get("MLFLOW_TRACKING_TOKEN")
-    if token:
-        return f"Bearer {token}"
-    username = environment.get("MLFLOW_TRACKING_USERNAME")
-    if username:
-        password = environment.get("MLFLOW_TRACKING_PASSWORD", "")
-        return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-    return ""
+def _operator_setting(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is not None and _written.get(name) == value:
+        value = _operator_values.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise RegistryError(f"${name} must be a whole number, not {value!r}") from None
+
+
+@contextmanager
+def _mlflow_http_settings(settings: Mapping[str, str]) -> Iterator[None]:
+    with _environment_lock:
+        for name, value in settings.items():
+            current = os.environ.get(name)
+            if current != _written.get(name):
+                _operator_values[name] = current
+            if current != value:
+                os.environ[name] = value
+            _written[name] = value
+        yield
+
+
+def _does_not_exist(error: MlflowException) -> bool:
+    return bool(error.error_code == "RESOURCE_DOES_NOT_EXIST")
+
+
+def _http_status(error: MlflowException) -> int:
+    """The HTTP status MLflow's error code stands for (404 for RESOURCE_DOES_NOT_EXIST)."""
+    return int(error.get_http_status_code())  # type: ignore[no-untyped-call]
+
+
+def _reason(error: BaseException) -> str:
+    # MLflow quotes whole response bodies (a proxy's HTML page); a line of it says enough.
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _transport_failure(error: BaseException) -> BaseException | None:
+    """The `requests` failure under an MLflow error: nothing (or nothing whole) came back."""
+    import requests
+
+    cause = error.__cause__ or error.__context__
+    return cause if isinstance(cause, requests.exceptions.RequestException) else None
+
+
+def _list_webhooks(client: MlflowClient, page_token: str | None) -> PagedList[Webhook]:
+    return client.list_webhooks(max_results=100, page_token=page_token)
+
+
+def _delete_webhook(client: MlflowClient, webhook_id: str) -> None:
+    client.delete_webhook(webhook_id)
+
+
+class _AnswerLost(Exception):
+    """A non-idempotent call whose outcome is unknown: it may have taken effect."""
 
 
 @dataclass
 class MlflowRegistry:
+    """The `Registry` of an MLflow tracking server, at any tracking URI MLflow's client speaks.
+
+    `timeout_seconds`, `attempts` and `backoff_factor` bound each call; left unset, each comes
+    from MLflow's own variable (MLFLOW_HTTP_REQUEST_TIMEOUT, _MAX_RETRIES + 1, _BACKOFF_FACTOR)
+    when the operator set it, else from the bounded defaults above. `calls` counts the registry
+    operations asked for (MLflow's internal retries of one operation are not counted).
+    """
+
     base_url: str
-    timeout_seconds: float = 10.0
-    attempts: int = 4
-    backoff_seconds: float = 0.5
+    timeout_seconds: float | None = None
+    attempts: int | None = None
+    backoff_factor: int | None = None
     calls: int = 0
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-    # MLflow's own client variables, so one set of credentials serves both.
-    authorization: str = field(default_factory=lambda: authorization_from(os.environ), repr=False)
+    _client: MlflowClient | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        parsed = urllib.parse.urlparse(self.base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise RegistryError(f"MLflow tracking URI {self.base_url!r} is not an http(s) URL")
         self.base_url = self.base_url.rstrip("/")
+        parsed = urllib.parse.urlparse(self.base_url)
+        # Without a scheme MLflow takes the URI for a local directory and would quietly create
+        # an empty file store there; "host:5000" is nearly always a missing "http://".
+        schemeless = not parsed.scheme and self.base_url not in _SCHEMELESS_URIS
+        if schemeless or (parsed.scheme in ("http", "https") and not parsed.netloc):
+            raise RegistryError(
+                f"MLflow tracking URI {self.base_url!r} is not a URI MLflow's client can reach "
+                "(for a tracking server: http://host:port)"
+            )
+        if self.timeout_seconds is None:
+            self.timeout_seconds = _operator_setting(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT_SECONDS
+        if self.attempts is None:
+            retries = _operator_setting(RETRIES_VARIABLE)
+            self.attempts = DEFAULT_ATTEMPTS if retries is None else retries + 1
+        if self.backoff_factor is None:
+            backoff = _operator_setting(BACKOFF_VARIABLE)
+            self.backoff_factor = DEFAULT_BACKOFF_FACTOR if backoff is None else backoff
+        if self.timeout_seconds <= 0 or self.attempts < 1 or self.backoff_factor < 0:
+            raise RegistryError(
+                f"registry timeout ({self.timeout_seconds} s), attempts ({self.attempts}) and "
+                f"backoff factor ({self.backoff_factor}) must be positive"
+            )
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.authorization:
-            headers["Authorization"] = self.authorization
-        return headers
+    # -- plumbing ----------------------------------------------------------------------------
 
-    def _request(
+    def _settings(self, attempts: int) -> dict[str, str]:
+        assert self.timeout_seconds is not None and self.backoff_factor is not None
+        return {
+            TIMEOUT_VARIABLE: str(math.ceil(self.timeout_seconds)),
+            RETRIES_VARIABLE: str(attempts - 1),
+            BACKOFF_VARIABLE: str(self.backoff_factor),
+        }
+
+    def _mlflow(self) -> MlflowClient:
+        if self._client is None:
+            with _environment_lock:
+                # A promoter must not send usage reports from inside a cluster (nor a test
+                # outside loopback); MLFLOW_DISABLE_TELEMETRY=false set by the operator wins.
+                if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
+                    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+            # Imported here: MLflow's import weight is paid by the commands that use it only.
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.base_url, registry_uri=self.base_url)
+        return self._client
+
+    def _call(
         self,
-        method: str,
-        path: str,
-        payload: dict[str, Any] | None = None,
-        missing_when: str = "RESOURCE_DOES_NOT_EXIST",
-    ) -> Any:
-        """JSON from the registry; _NOT_FOUND when the answer says what was asked is not there."""
-        url = f"{self.base_url}{path}"
-        data = json.dumps(payload).encode() if payload is not None else None
-        last_problem = ""
-        for attempt in range(1, self.attempts + 1):
-            self.calls += 1
-            request = urllib.request.Request(url, data=data, method=method, headers=self._headers())
+        what: str,
+        operation: Callable[[MlflowClient], _T],
+        missing: Callable[[MlflowException], bool] = _does_not_exist,
+        attempts: int | None = None,
+    ) -> _T | None:
+        """`operation`'s result; None only when `missing` recognises MLflow's answer."""
+        from mlflow.exceptions import MlflowException
+
+        attempts = attempts or self.attempts or DEFAULT_ATTEMPTS
+        self.calls += 1
+        with _mlflow_http_settings(self._settings(attempts)):
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-                    body = response.read()
-                    return json.loads(body) if body else {}
-            except urllib.error.HTTPError as error:
-                text = error.read().decode("utf-8", "replace")
-                if (
-                    error.code == 404
-                    or "RESOURCE_DOES_NOT_EXIST" in text
-                    or (error.code == 400 and missing_when in text)
-                ):
-                    return _NOT_FOUND
-                if error.code not in (429, 500, 502, 503, 504):
-                    raise RegistryError(
-                        f"MLflow refused {method} {path}: HTTP {error.code}: {text[:300]}"
-                    ) from error
-                last_problem = f"HTTP {error.code}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-                last_problem = str(getattr(error, "reason", error))
-            except ValueError as error:
+                # Inside: MLflow refuses a tracking URI scheme it has no store for only here.
+                return operation(self._mlflow())
+            except MlflowException as error:
+                if _transport_failure(error) is None and missing(error):
+                    return None
+                raise self._error(what, error, attempts) from error
+            except Exception as error:
+                # Anything else out of MLflow's client here comes from an answer it could not
+                # read (protobuf parse errors, unexpected shapes): the registry is unusable.
                 raise RegistryError(
-                    f"MLflow answered {method} {path} with invalid JSON: {error}"
+                    f"MLflow at {self.base_url}: {what} failed: {type(error).__name__}: "
+                    f"{_reason(error)}"
                 ) from error
-            if attempt < self.attempts:
-                # Exponential backoff with full jitter: replicas retrying together spread out.
-                self.sleep(random.uniform(0, self.backoff_seconds * 2 ** (attempt - 1)))
-        raise RegistryError(
-            f"MLflow at {self.base_url} is unreachable ({last_problem}) "
-            f"after {self.attempts} attempts"
-        )
+
+    def _error(self, what: str, error: MlflowException, attempts: int) -> RegistryError:
+        failure = _transport_failure(error)
+        if failure is not None:
+            import requests
+
+            if isinstance(failure, requests.exceptions.ConnectionError | requests.Timeout):
+                return RegistryError(
+                    f"MLflow at {self.base_url} is unreachable ({what}) after {attempts} "
+                    f"attempts: {_reason(failure)}"
+                )
+            return RegistryError(
+                f"MLflow at {self.base_url} kept failing ({what}) after {attempts} attempts: "
+                f"{_reason(failure)}"
+            )
+        hint = ""
+        if _http_status(error) == 404 and not _does_not_exist(error):
+            # A 404 that is not MLflow's RESOURCE_DOES_NOT_EXIST: the API is not where the URI
+            # says (a wrong path prefix), or something else (a proxy) answered.
+            hint = f" (is {self.base_url} the root of an MLflow tracking server?)"
+        reason = _reason(error)
+        if not reason.startswith(f"{error.error_code}:"):
+            reason = f"{error.error_code}: {reason}"
+        return RegistryError(f"MLflow at {self.base_url}: {what} failed: {reason}{hint}")
 
     @staticmethod
-    def _model_version(answer: Any, where: str) -> ModelVersion:
-        try:
-            raw = answer["model_version"]
-            return ModelVersion(
-                model=str(raw["name"]),
-                version=str(raw["version"]),
-                status=str(raw.get("status", "")),
-                run_id=str(raw.get("run_id", "") or ""),
-                source=str(raw.get("source", "") or ""),
-                aliases=tuple(str(alias) for alias in raw.get("aliases", []) or []),
-            )
-        except (KeyError, TypeError) as error:
-            raise RegistryError(
-                f"MLflow answered {where} without a usable model_version"
-            ) from error
+    def _model_version(found: MlflowModelVersion, where: str) -> ModelVersion:
+        name, version = getattr(found, "name", None), getattr(found, "version", None)
+        if not name or version in (None, ""):
+            raise RegistryError(f"MLflow answered {where} without a usable model_version")
+        return ModelVersion(
+            model=str(name),
+            version=str(version),
+            status=str(found.status or ""),
+            run_id=str(found.run_id or ""),
+            source=str(found.source or ""),
+            aliases=tuple(str(alias) for alias in (found.aliases or [])),
+        )
+
+    # -- the Registry protocol ---------------------------------------------------------------
 
     def version_by_alias(self, model: str, alias: str) -> ModelVersion | None:
-        query = urllib.parse.urlencode({"name": model, "alias": alias})
-        # MLflow answers a missing alias with 400 INVALID_PARAMETER_VALUE "... not found."
-        answer = self._request(
-            "GET", f"/api/2.0/mlflow/registered-models/alias?{query}", missing_when="not found"
+        def alias_missing(error: MlflowException) -> bool:
+            # MLflow answers a missing alias of an existing model with INVALID_PARAMETER_VALUE
+            # "Registered model alias <alias> not found." (and a missing model with
+            # RESOURCE_DOES_NOT_EXIST); no other invalid-parameter answer means "not there".
+            return _does_not_exist(error) or (
+                error.error_code == "INVALID_PARAMETER_VALUE"
+                and f"Registered model alias {alias} not found" in error.message
+            )
+
+        found = self._call(
+            f"reading alias {model}@{alias}",
+            lambda client: client.get_model_version_by_alias(model, alias),
+            missing=alias_missing,
         )
-        return (
-            None if answer is _NOT_FOUND else self._model_version(answer, f"alias {model}@{alias}")
-        )
+        return None if found is None else self._model_version(found, f"alias {model}@{alias}")
 
     def version(self, model: str, version: str) -> ModelVersion | None:
-        query = urllib.parse.urlencode({"name": model, "version": version})
-        answer = self._request("GET", f"/api/2.0/mlflow/model-versions/get?{query}")
-        return None if answer is _NOT_FOUND else self._model_version(answer, f"{model} v{version}")
+        found = self._call(
+            f"reading {model} v{version}", lambda client: client.get_model_version(model, version)
+        )
+        return None if found is None else self._model_version(found, f"{model} v{version}")
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         if not run_id:
             return {}
-        query = urllib.parse.urlencode({"run_id": run_id})
-        answer = self._request("GET", f"/api/2.0/mlflow/runs/get?{query}")
-        if answer is _NOT_FOUND:
+        run = self._call(f"reading run {run_id}", lambda client: client.get_run(run_id))
+        if run is None:
             return {}
         try:
-            metrics = answer["run"]["data"].get("metrics", [])
-            return {str(item["key"]): float(item["value"]) for item in metrics}
-        except (KeyError, TypeError, ValueError) as error:
+            return {str(key): float(value) for key, value in run.data.metrics.items()}
+        except (AttributeError, TypeError, ValueError) as error:
             raise RegistryError(f"MLflow answered run {run_id} with unreadable metrics") from error
 
     def signature(self, model: str, version: str) -> dict[str, Any] | None:
-        """The model's signature from its MLmodel file, read through the artifact proxy."""
-        query = urllib.parse.urlencode({"name": model, "version": version})
-        answer = self._request("GET", f"/api/2.0/mlflow/model-versions/get-download-uri?{query}")
-        if answer is _NOT_FOUND:
-            return None
-        location = str(answer.get("artifact_uri", ""))
-        if not location.startswith("mlflow-artifacts:/"):
-            raise RegistryError(
-                f"{model} v{version}: artifacts at {location!r} are not served by the tracking "
-                "server (--serve-artifacts), so the signature cannot be read"
-            )
-        path = urllib.parse.quote(
-            location.removeprefix("mlflow-artifacts:/").strip("/") + "/MLmodel"
+        """The model's signature from its MLmodel file, read through MLflow's artifact store."""
+        import mlflow.artifacts
+
+        location = self._call(
+            f"finding the artifacts of {model} v{version}",
+            lambda client: client.get_model_version_download_uri(model, version),
         )
-        url = f"/api/2.0/mlflow-artifacts/artifacts/{path}"
-        self.calls += 1
-        try:
-            request = urllib.request.Request(f"{self.base_url}{url}", headers=self._headers())
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-                mlmodel = yaml.safe_load(response.read())
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise RegistryError(
-                f"{model} v{version}: reading MLmodel failed: HTTP {error.code}"
-            ) from error
-        except (urllib.error.URLError, TimeoutError, yaml.YAMLError) as error:
-            raise RegistryError(f"{model} v{version}: reading MLmodel failed: {error}") from error
+        if not location:
+            return None
+        location = str(location).rstrip("/")
+        with tempfile.TemporaryDirectory(prefix="mlopsctl-mlmodel-") as scratch:
+            try:
+                downloaded = self._call(
+                    f"reading the MLmodel of {model} v{version} at {location}",
+                    lambda _client: mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"{location}/MLmodel",
+                        dst_path=scratch,
+                        tracking_uri=self.base_url,
+                    ),
+                )
+            except RegistryError:
+                # MLflow's artifact download reports a missing file like any other failure;
+                # only the store's own listing can say MLmodel is not there.
+                if self._has_no_mlmodel(location, model, version):
+                    return None
+                raise
+            try:
+                mlmodel = yaml.safe_load(Path(str(downloaded)).read_text())
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+                raise RegistryError(
+                    f"{model} v{version}: the MLmodel at {location} is unreadable: {error}"
+                ) from error
         signature = mlmodel.get("signature") if isinstance(mlmodel, dict) else None
         return signature if isinstance(signature, dict) and signature.get("inputs") else None
 
-    def set_alias(self, model: str, alias: str, version: str) -> None:
-        answer = self._request(
-            "POST",
-            "/api/2.0/mlflow/registered-models/alias",
-            {"name": model, "alias": alias, "version": version},
+    def _has_no_mlmodel(self, location: str, model: str, version: str) -> bool:
+        import mlflow.artifacts
+
+        listed = self._call(
+            f"listing the artifacts of {model} v{version} at {location}",
+            lambda _client: mlflow.artifacts.list_artifacts(
+                artifact_uri=location, tracking_uri=self.base_url
+            ),
         )
-        if answer is _NOT_FOUND:
-            raise RegistryError(f"cannot move {model}@{alias}: {model} v{version} does not exist")
+        return not any(Path(entry.path).name == "MLmodel" for entry in listed or [])
+
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        # Setting an alias is idempotent, so MLflow's retries of it are safe.
+        self._call(
+            f"moving {model}@{alias} to v{version}",
+            lambda client: client.set_registered_model_alias(model, alias, version),
+            missing=lambda _error: False,
+        )
+
+    # -- webhooks ----------------------------------------------------------------------------
 
     def register_webhook(
         self, name: str, url: str, events: list[tuple[str, str]], secret: str
     ) -> str:
-        """Create the webhook called `name`, or bring it to this url, events and secret.
+        """Make exactly one webhook called `name`, with this url, events and secret.
 
-        Returns "created" or "updated". Idempotent: running it twice leaves one webhook.
+        Reconciled by name: list, then update the one found or create one. A create is never
+        retried blindly (it is not idempotent: a retry after a lost answer makes a second
+        webhook); after a create whose answer was lost the list is read again before another
+        create. Webhooks that already share the name are our own duplicates (an earlier blind
+        retry, two registrations racing): the oldest is kept and updated, the others deleted,
+        so every run converges on one and the promoter is not woken twice per event.
+
+        Returns what was done, e.g. "created", "updated", "updated; deleted 1 duplicate (id)".
         """
-        body = {
-            "name": name,
-            "url": url,
-            "events": [
-                {"entity": entity.upper(), "action": action.upper()} for entity, action in events
-            ],
-            "secret": secret,
-            "status": "ACTIVE",
-        }
-        existing = None
-        page_token = ""
-        while existing is None:
-            query = urllib.parse.urlencode({"max_results": 100, "page_token": page_token})
-            answer = self._request("GET", f"/api/2.0/mlflow/webhooks?{query}")
-            if answer is _NOT_FOUND or not isinstance(answer, dict):
-                raise RegistryError("MLflow answered the webhook list with something unusable")
-            existing = next((w for w in answer.get("webhooks", []) if w.get("name") == name), None)
-            page_token = str(answer.get("next_page_token") or "")
+        from mlflow.entities.webhook import WebhookAction, WebhookEntity, WebhookEvent
+
+        wanted: list[WebhookEvent | WebhookEventStr] = [
+            WebhookEvent(WebhookEntity(entity.lower()), WebhookAction(action.lower()))
+            for entity, action in events
+        ]
+        attempts = self.attempts or DEFAULT_ATTEMPTS
+        named = self._webhooks_named(name)
+        created_id = ""
+        creates = 0
+        while not named:
+            creates += 1
+            try:
+                created_id = self._create_webhook(name, url, wanted, secret)
+            except _AnswerLost as lost:
+                if creates >= attempts:
+                    raise RegistryError(
+                        f"MLflow at {self.base_url}: creating webhook {name!r} lost its answer "
+                        f"{creates} times and it is still not listed: {lost}"
+                    ) from lost
+            # Read back even after a clean create: a registration racing this one shows here.
+            named = self._webhooks_named(name)
+        keep, *extras = sorted(
+            named, key=lambda webhook: (webhook.creation_timestamp, webhook.webhook_id)
+        )
+        done = "created" if creates else "updated"
+        if keep.webhook_id != created_id:
+            self._call(
+                f"updating webhook {name!r} ({keep.webhook_id})",
+                lambda client: client.update_webhook(
+                    keep.webhook_id,
+                    name=name,
+                    url=url,
+                    events=wanted,
+                    secret=secret,
+                    status="ACTIVE",
+                ),
+                missing=lambda _error: False,
+            )
+        for extra in extras:
+            # Already gone (another registration removed it) is the state wanted.
+            self._call(
+                f"deleting duplicate webhook {name!r} ({extra.webhook_id})",
+                partial(_delete_webhook, webhook_id=extra.webhook_id),
+            )
+        if extras:
+            ids = ", ".join(extra.webhook_id for extra in extras)
+            plural = "s" if len(extras) > 1 else ""
+            done += f"; deleted {len(extras)} duplicate{plural} ({ids})"
+        return done
+
+    def _webhooks_named(self, name: str) -> list[Webhook]:
+        found: list[Webhook] = []
+        page_token: str | None = None
+        while True:
+            page = self._call(
+                "listing webhooks (MLflow 3.3+ with a SQL backend has them)",
+                partial(_list_webhooks, page_token=page_token),
+                missing=lambda _error: False,
+            )
+            if page is None:  # unreachable: nothing is "missing" here
+                raise RegistryError(f"MLflow at {self.base_url} answered no webhook list")
+            found += [webhook for webhook in page if webhook.name == name]
+            page_token = page.token or None
             if not page_token:
-                break
-        if existing is None:
-            created = self._request("POST", "/api/2.0/mlflow/webhooks", body)
-            if created is _NOT_FOUND:
-                raise RegistryError(
-                    "this MLflow server has no webhook API (MLflow 3.3+, SQL backend)"
-                )
-            return "created"
-        self._request("PATCH", f"/api/2.0/mlflow/webhooks/{existing['webhook_id']}", body)
-        return "updated"
+                return found
+
+    def _create_webhook(
+        self, name: str, url: str, events: list[WebhookEvent | WebhookEventStr], secret: str
+    ) -> str:
+        """The new webhook's id; `_AnswerLost` when MLflow may or may not have created it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            # One attempt: MLflow's client would otherwise retry this POST after a timeout.
+            created = self._call(
+                f"creating webhook {name!r}",
+                lambda client: client.create_webhook(
+                    name=name,
+                    url=url,
+                    events=events,
+                    secret=secret,
+                    status="ACTIVE",
+                    description="managed by `mlopsctl webhook register`",
+                ),
+                missing=lambda _error: False,
+                attempts=1,
+            )
+        except RegistryError as error:
+            cause = error.__cause__
+            if isinstance(cause, MlflowException) and (
+                _transport_failure(cause) is not None or _http_status(cause) >= 500
+            ):
+                raise _AnswerLost(str(error)) from error
+            raise  # a 4xx is MLflow's considered refusal: nothing was created
+        return str(getattr(created, "webhook_id", "") or "")
