@@ -45,6 +45,24 @@ _GATES_SCHEMA = {
     },
 }
 
+_NAME_PATTERN = "^[a-z][a-z0-9-]*$"
+
+# Who writes an environment's pins; exactly one of them does.
+WRITERS = ("promoter", "cli")
+
+_REGISTRY_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["url"],
+    "properties": {
+        # The cluster (clusters/<name>) the registry runs in; left out for one run elsewhere.
+        "cluster": {"type": "string", "pattern": _NAME_PATTERN},
+        # The tracking URI its clients use (MLFLOW_TRACKING_URI): a cluster-internal name
+        # reaches this registry only from its own cluster.
+        "url": {"type": "string", "pattern": "^https?://[^/?#]+"},
+    },
+}
+
 _PROMOTION_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -70,6 +88,11 @@ _PROMOTION_SCHEMA = {
                 "properties": {
                     "mode": {"enum": ["commit", "pull-request"]},
                     "gates": _GATES_SCHEMA,
+                    # The registry whose aliases this environment's pins follow (registries:).
+                    "registry": {"type": "string", "pattern": _NAME_PATTERN},
+                    # The one writer of this environment's pins: the promoter that owns it, or
+                    # `mlopsctl promote --env <env>` run by a person or a job (no promoter may).
+                    "writer": {"enum": list(WRITERS)},
                 },
             },
         },
@@ -124,7 +147,12 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "type": "array",
             "minItems": 1,
             "uniqueItems": True,
-            "items": {"type": "string", "pattern": "^[a-z][a-z0-9-]*$"},
+            "items": {"type": "string", "pattern": _NAME_PATTERN},
+        },
+        "registries": {
+            "type": "object",
+            "propertyNames": {"pattern": _NAME_PATTERN},
+            "additionalProperties": _REGISTRY_SCHEMA,
         },
         "kubernetesVersion": {"type": "string", "pattern": r"^\d+\.\d+$"},
         "render": {
@@ -178,6 +206,10 @@ class EnvironmentPolicy:
     environment: str
     mode: str  # "commit" or "pull-request"
     gates: Gates
+    # The name of the registry this environment follows; None when mlopsctl.yaml declares no
+    # registries (every command then follows the one registry it is pointed at).
+    registry: str | None = None
+    writer: str = "promoter"  # one of WRITERS
 
 
 @dataclass(frozen=True)
@@ -195,6 +227,19 @@ class PromotionPolicy:
         raise MlopsctlError(
             f"no promotion policy for environment {environment!r} in {CONFIG_FILENAME}"
         )
+
+    def registry_of(self, environment: str) -> str | None:
+        """The name of the registry `environment` follows (None: no registries declared)."""
+        return self.for_environment(environment).registry
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A model registry (an MLflow tracking server) that environments follow."""
+
+    name: str
+    url: str
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +272,7 @@ class Config:
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
     images: tuple[ImageBuild, ...] = ()
     hand_made_secrets: tuple[tuple[str, tuple[HandMadeSecret, ...]], ...] = ()
+    registries: tuple[Registry, ...] = ()
 
     def image_build(self, reference: str) -> ImageBuild | None:
         """The build of an image reference (`name:tag` or `name@digest`), if one is declared."""
@@ -238,6 +284,9 @@ class Config:
 
     def secrets_created_by_hand(self, environment: str) -> tuple[HandMadeSecret, ...]:
         return dict(self.hand_made_secrets).get(environment, ())
+
+    def registry(self, name: str) -> Registry | None:
+        return next((registry for registry in self.registries if registry.name == name), None)
 
 
 def find_repository_root(start: Path) -> Path:
@@ -269,7 +318,13 @@ def load_config(repository_root: Path) -> Config:
         location = ".".join(str(part) for part in first.absolute_path) or "(top level)"
         raise MlopsctlError(f"{path}: {location}: {first.message}")
     validate_section = document.get("validate", {})
-    promotion = _promotion_policy(document.get("promotion"), document["environments"], path)
+    registries = tuple(
+        Registry(name, item["url"], item.get("cluster"))
+        for name, item in document.get("registries", {}).items()
+    )
+    promotion = _promotion_policy(
+        document.get("promotion"), document["environments"], registries, path
+    )
     unknown_secret_environments = sorted(
         set(document.get("secretsCreatedByHand", {})) - set(document["environments"])
     )
@@ -309,6 +364,7 @@ def load_config(repository_root: Path) -> Config:
             )
             for environment, secrets in document.get("secretsCreatedByHand", {}).items()
         ),
+        registries=registries,
     )
 
 
@@ -330,7 +386,9 @@ def _gates(raw: dict[str, Any]) -> Gates:
     )
 
 
-def _promotion_policy(raw: Any, environments: list[str], path: Path) -> PromotionPolicy:
+def _promotion_policy(
+    raw: Any, environments: list[str], registries: tuple[Registry, ...], path: Path
+) -> PromotionPolicy:
     if raw is None:
         return PromotionPolicy()
     unknown = sorted(set(raw["environments"]) - set(environments))
@@ -342,6 +400,21 @@ def _promotion_policy(raw: Any, environments: list[str], path: Path) -> Promotio
     missing = [env for env in environments if env not in raw["environments"]]
     if missing:
         raise MlopsctlError(f"{path}: promotion.environments: no policy for {missing[0]!r}")
+    names = [registry.name for registry in registries]
+    for env in environments:
+        named = raw["environments"][env].get("registry")
+        # Declared registries make the binding part of the contract: an environment that names
+        # none would leave which registry may write its pins to whoever runs a promoter.
+        if named is None and names:
+            raise MlopsctlError(
+                f"{path}: promotion.environments.{env}.registry: required, one of the "
+                f"registries {names}"
+            )
+        if named is not None and named not in names:
+            raise MlopsctlError(
+                f"{path}: promotion.environments.{env}.registry: {named!r} is not one of the "
+                f"registries {names}"
+            )
     author = raw.get("author", {})
     return PromotionPolicy(
         remote=raw.get("remote"),
@@ -353,6 +426,8 @@ def _promotion_policy(raw: Any, environments: list[str], path: Path) -> Promotio
                 env,
                 raw["environments"][env]["mode"],
                 _gates(raw["environments"][env].get("gates", {})),
+                raw["environments"][env].get("registry"),
+                raw["environments"][env].get("writer", "promoter"),
             )
             for env in environments
         ),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from mlopsctl import argocd, policies
+from mlopsctl import argocd, policies, topology
 from mlopsctl.config import Config
 from mlopsctl.findings import Finding
 from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots, walk_tree
@@ -192,12 +193,15 @@ def validate(
         return argocd.is_cluster_scoped_builtin(resource) if declared is None else declared
 
     if all_roots:
-        for problem in argocd.check_argocd(
-            states,
-            config.repository_url,
-            config.environments,
-            lambda relative: (repository / relative).exists(),
-            is_cluster_scoped,
+        for problem in itertools.chain(
+            argocd.check_argocd(
+                states,
+                config.repository_url,
+                config.environments,
+                lambda relative: (repository / relative).exists(),
+                is_cluster_scoped,
+            ),
+            topology.check_topology(states, config),
         ):
             if problem.resource is None:
                 report.findings.append(
