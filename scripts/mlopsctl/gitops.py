@@ -2,15 +2,23 @@
 
 Promotion never touches the user's checkout: it works in a fresh clone in a temporary
 directory, and the only state it leaves is what a push lands on the remote, atomically.
+
+Every git command is bounded in time. A remote that accepts the connection and then says
+nothing would otherwise hold the promoter's worker (and its shutdown) forever: the transport
+limits below make a stalled transfer fail on its own, and a deadline on the whole command
+stops git, with the helpers it started (git-remote-https, ssh), when they do not.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import os
+import re
 import shlex
+import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +32,40 @@ class GitError(MlopsctlError):
     exit_code = 4
 
 
+class GitTimeout(GitError, subprocess.TimeoutExpired):
+    """A git command ran past its deadline and was stopped, with every process it started.
+
+    Also a `subprocess.TimeoutExpired`: `git_at` used to let that one through, and callers
+    written for it (the service's readiness check) keep working unchanged."""
+
+    def __init__(self, message: str, command: str, seconds: float) -> None:
+        GitError.__init__(self, message, command, seconds)
+        subprocess.TimeoutExpired.__init__(self, command, seconds)
+        self.message = message
+
+    def __str__(self) -> str:
+        # TimeoutExpired's own text would print the command line, which may carry a URL.
+        return self.message
+
+
+# Whole-command deadlines. Network commands wait on someone else; local ones only on this
+# machine's disk, so theirs is a generous backstop against a stuck hook or lock, not a budget.
+NETWORK_TIMEOUT_SECONDS = 120.0
+LOCAL_TIMEOUT_SECONDS = 300.0
+TIMEOUT_VARIABLE = "MLOPSCTL_GIT_TIMEOUT_SECONDS"
+NETWORK_COMMANDS = frozenset({"clone", "fetch", "pull", "push", "ls-remote"})
+# Time git gets to remove its lock files on SIGTERM before the group is killed outright.
+TERMINATE_GRACE_SECONDS = 2.0
+
+# Transport limits: a transfer slower than this for this long fails (curl's low-speed check,
+# which also covers a server that never answers); ssh gives up on a silent server or link.
+LOW_SPEED_LIMIT_BYTES_PER_SECOND = 1000
+LOW_SPEED_TIME_SECONDS = 30
+SSH_CONNECT_TIMEOUT_SECONDS = 30
+SSH_SERVER_ALIVE_INTERVAL_SECONDS = 15
+SSH_SERVER_ALIVE_COUNT_MAX = 4
+
+
 # Git must not ask anyone anything, nor read the user's hooks or templates.
 _QUIET_ENVIRONMENT = {
     "GIT_TERMINAL_PROMPT": "0",
@@ -33,8 +75,11 @@ _QUIET_ENVIRONMENT = {
 }
 
 
-# Credentials for the remote, set once by the service (never written to disk or to the URL).
+# Credentials for the remote, set once by the service (never written to disk or to the URL):
+# environment variables (the SSH command) and git settings (the HTTP header), kept apart
+# because git settings are merged with the others into one GIT_CONFIG_* list.
 _CREDENTIALS: dict[str, str] = {}
+_CREDENTIAL_SETTINGS: list[tuple[str, str]] = []
 
 
 def use_credentials(
@@ -42,47 +87,241 @@ def use_credentials(
 ) -> None:
     """Authenticate git to the remote: a token for HTTPS, or an SSH key file."""
     _CREDENTIALS.clear()
+    _CREDENTIAL_SETTINGS.clear()
     if token:
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        _CREDENTIALS.update(
-            GIT_CONFIG_COUNT="1",
-            GIT_CONFIG_KEY_0="http.extraHeader",
-            GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
-        )
+        _CREDENTIAL_SETTINGS.append(("http.extraHeader", f"Authorization: Basic {basic}"))
     if ssh_key_file:
         command = f"ssh -i {shlex.quote(ssh_key_file)} -o IdentitiesOnly=yes -o BatchMode=yes"
         if known_hosts_file:
             known_hosts = shlex.quote(known_hosts_file)
             command += f" -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
-        _CREDENTIALS["GIT_SSH_COMMAND"] = command
+        _CREDENTIALS["GIT_SSH_COMMAND"] = f"{command} {_ssh_options()}"
 
 
-def _environment() -> dict[str, str]:
-    return {**os.environ, **_QUIET_ENVIRONMENT, **_CREDENTIALS}
-
-
-def git_at(*arguments: str, timeout_seconds: float) -> subprocess.CompletedProcess[str]:
-    """git run outside any repository (ls-remote), bounded in time."""
-    return subprocess.run(
-        ["git", *arguments],
-        capture_output=True,
-        text=True,
-        env=_environment(),
-        check=False,
-        timeout=timeout_seconds,
+def _ssh_options() -> str:
+    return (
+        f"-o ConnectTimeout={SSH_CONNECT_TIMEOUT_SECONDS}"
+        f" -o ServerAliveInterval={SSH_SERVER_ALIVE_INTERVAL_SECONDS}"
+        f" -o ServerAliveCountMax={SSH_SERVER_ALIVE_COUNT_MAX}"
     )
 
 
-def git(directory: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    environment = _environment()
-    completed = subprocess.run(
-        ["git", *arguments],
+def _transport_settings() -> list[tuple[str, str]]:
+    return [
+        ("http.lowSpeedLimit", str(LOW_SPEED_LIMIT_BYTES_PER_SECOND)),
+        ("http.lowSpeedTime", str(LOW_SPEED_TIME_SECONDS)),
+    ]
+
+
+def _inherited_settings(environment: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The git settings the caller's environment passes as GIT_CONFIG_COUNT/KEY_n/VALUE_n."""
+    count_text = environment.get("GIT_CONFIG_COUNT", "").strip()
+    if not count_text:
+        return []
+    if not count_text.isdigit():
+        raise MlopsctlError(f"GIT_CONFIG_COUNT={count_text!r} is not a count of git settings")
+    settings = []
+    for index in range(int(count_text)):
+        key = environment.get(f"GIT_CONFIG_KEY_{index}")
+        if not key:
+            raise MlopsctlError(
+                f"GIT_CONFIG_COUNT is {count_text} but GIT_CONFIG_KEY_{index} is not set"
+            )
+        settings.append((key, environment.get(f"GIT_CONFIG_VALUE_{index}", "")))
+    return settings
+
+
+def _environment(directory: Path | None = None, network: bool = True) -> dict[str, str]:
+    """What git runs with: quiet, bounded, authenticated.
+
+    Git settings go in one GIT_CONFIG_* list, in increasing precedence: the transport limits,
+    then those of the caller's environment (an operator's own limits win), then credentials."""
+    environment = {**os.environ, **_QUIET_ENVIRONMENT}
+    settings = [
+        *_transport_settings(),
+        *_inherited_settings(environment),
+        *_CREDENTIAL_SETTINGS,
+    ]
+    environment["GIT_CONFIG_COUNT"] = str(len(settings))
+    for index, (key, value) in enumerate(settings):
+        environment[f"GIT_CONFIG_KEY_{index}"] = key
+        environment[f"GIT_CONFIG_VALUE_{index}"] = value
+    if "GIT_SSH_COMMAND" in _CREDENTIALS:
+        environment["GIT_SSH_COMMAND"] = _CREDENTIALS["GIT_SSH_COMMAND"]
+    elif network and not _ssh_chosen_elsewhere(environment, directory):
+        environment["GIT_SSH_COMMAND"] = f"ssh {_ssh_options()}"
+    return environment
+
+
+def _ssh_chosen_elsewhere(environment: Mapping[str, str], directory: Path | None) -> bool:
+    """Whether the operator picked the SSH command (GIT_SSH_COMMAND, GIT_SSH, core.sshCommand):
+    theirs is used as it is, since options appended to a wrapper script could break it; the
+    command's deadline still bounds it."""
+    if environment.get("GIT_SSH_COMMAND") or environment.get("GIT_SSH"):
+        return True
+    configured = subprocess.run(
+        ["git", "config", "--get", "core.sshCommand"],
         cwd=directory,
         capture_output=True,
         text=True,
-        env=environment,
+        env=dict(environment),
+        stdin=subprocess.DEVNULL,
         check=False,
+        timeout=LOCAL_TIMEOUT_SECONDS,
     )
+    return bool(configured.stdout.strip())
+
+
+def network_timeout_seconds() -> float:
+    """The deadline of network commands: MLOPSCTL_GIT_TIMEOUT_SECONDS when set, else 120 s."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return NETWORK_TIMEOUT_SECONDS
+    return _checked_seconds(text, TIMEOUT_VARIABLE)
+
+
+def _checked_seconds(value: float | str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise MlopsctlError(
+            f"{name}={value!r} is not a git timeout: give a positive number of seconds"
+        )
+    return seconds
+
+
+def _subcommand(arguments: Sequence[str]) -> tuple[str, list[str]]:
+    """git's subcommand and its positional arguments (options and their values left out)."""
+    # Options of the commands mlopsctl runs that take their value as the next argument.
+    valued = {"-c", "-C", "-b", "--branch", "--depth", "-o", "--origin", "--upload-pack"}
+    subcommand = ""
+    positional: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument in valued:
+            skip = True
+        elif argument.startswith("-"):
+            continue
+        elif not subcommand:
+            subcommand = argument
+        else:
+            positional.append(argument)
+    return subcommand, positional
+
+
+def redacted(text: str) -> str:
+    """`text` with the user and password of any http(s) URL in it replaced by ***."""
+    return re.sub(r"\b(https?)://[^/@\s]+@", r"\1://***@", text)
+
+
+def _remote_named(directory: Path | None, subcommand: str, positional: Sequence[str]) -> str:
+    """The remote a network command talks to, for a message: its URL, credentials removed."""
+    if not positional:
+        return "its default remote"
+    remote = positional[0]
+    if directory is not None and subcommand != "clone" and re.fullmatch(r"[\w.-]+", remote):
+        # A remote's name (origin): its URL says which host went silent.
+        url = subprocess.run(
+            ["git", "remote", "get-url", remote],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **_QUIET_ENVIRONMENT},
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=LOCAL_TIMEOUT_SECONDS,
+        ).stdout.strip()
+        if url:
+            return f"{remote} ({redacted(url)})"
+    return redacted(remote)
+
+
+def _stop_group(process: subprocess.Popen[str]) -> None:
+    """End git and every process it started (they share its process group), then reap git.
+
+    SIGTERM first: git removes its lock files on it, so the clone stays usable; SIGKILL for
+    whatever is left after the grace period."""
+    for signal_number, grace_seconds in (
+        (signal.SIGTERM, TERMINATE_GRACE_SECONDS),
+        (signal.SIGKILL, TERMINATE_GRACE_SECONDS),
+    ):
+        try:
+            os.killpg(process.pid, signal_number)
+        except ProcessLookupError:
+            break  # the whole group is gone already
+        try:
+            # Reads the pipes to their end: done once no process of the group holds them.
+            process.communicate(timeout=grace_seconds)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    # Something that left the group holds the pipes: stop reading them; git itself is dead.
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+    process.kill()
+    process.wait()
+
+
+def _run(
+    arguments: Sequence[str], directory: Path | None, timeout_seconds: float | None
+) -> subprocess.CompletedProcess[str]:
+    subcommand, positional = _subcommand(arguments)
+    network = subcommand in NETWORK_COMMANDS
+    if timeout_seconds is not None:
+        seconds = _checked_seconds(timeout_seconds, "timeout_seconds")
+    else:
+        seconds = network_timeout_seconds() if network else LOCAL_TIMEOUT_SECONDS
+    command = ["git", *arguments]
+    process = subprocess.Popen(
+        command,
+        cwd=directory,
+        env=_environment(directory, network),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Its own process group, so that a timeout ends git-remote-https and ssh with it.
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        _stop_group(process)
+        what = f"git {subcommand}"
+        if network:
+            what += f" with {_remote_named(directory, subcommand, positional)}"
+        message = f"{what} timed out after {seconds:g} s and was stopped"
+        if subcommand == "push":
+            message += "; whether the remote took the push is not known until it is read again"
+        if network and timeout_seconds is None:
+            message += f" ({TIMEOUT_VARIABLE} sets the deadline of network commands)"
+        raise GitTimeout(message, f"git {subcommand}", seconds) from None
+    except BaseException:
+        # Interrupted (KeyboardInterrupt, a signal turned exception): leave no git behind.
+        _stop_group(process)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def git_at(
+    *arguments: str, timeout_seconds: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """git run outside any repository (ls-remote), bounded in time (GitTimeout past it)."""
+    return _run(arguments, None, timeout_seconds)
+
+
+def git(
+    directory: Path, *arguments: str, check: bool = True, timeout_seconds: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """git run in `directory`; network commands are bounded by the network deadline, local
+    ones by a generous one, unless `timeout_seconds` says otherwise (GitTimeout past it)."""
+    completed = _run(arguments, directory, timeout_seconds)
     if check and completed.returncode != 0:
         reason = completed.stderr.strip() or completed.stdout.strip()
         raise GitError(f"git {' '.join(arguments[:2])} failed: {reason}")
@@ -95,7 +334,9 @@ class Author:
     email: str
 
 
-def clone(remote: str, branch: str, destination: Path) -> Path:
+def clone(
+    remote: str, branch: str, destination: Path, *, timeout_seconds: float | None = None
+) -> Path:
     """A full clone (history is read for rollbacks) of `branch` into `destination`."""
     completed = git(
         destination.parent,
@@ -107,9 +348,12 @@ def clone(remote: str, branch: str, destination: Path) -> Path:
         remote,
         str(destination),
         check=False,
+        timeout_seconds=timeout_seconds,
     )
     if completed.returncode != 0:
-        raise GitError(f"cannot clone {remote} (branch {branch}): {completed.stderr.strip()}")
+        raise GitError(
+            f"cannot clone {redacted(remote)} (branch {branch}): {completed.stderr.strip()}"
+        )
     return destination
 
 
@@ -117,8 +361,8 @@ def head(directory: Path) -> str:
     return git(directory, "rev-parse", "HEAD").stdout.strip()
 
 
-def reset_to_remote(directory: Path, branch: str) -> None:
-    git(directory, "fetch", "--quiet", "origin", branch)
+def reset_to_remote(directory: Path, branch: str, *, timeout_seconds: float | None = None) -> None:
+    git(directory, "fetch", "--quiet", "origin", branch, timeout_seconds=timeout_seconds)
     git(directory, "reset", "--quiet", "--hard", f"origin/{branch}")
     git(directory, "clean", "--quiet", "-fd")
 
@@ -151,12 +395,20 @@ def commit(
     return head(directory)
 
 
-def push(directory: Path, refspec: str, force_with_lease: str | None = None) -> bool:
-    """True when the push landed; False when the remote moved on (rejected as non-fast-forward)."""
+def push(
+    directory: Path,
+    refspec: str,
+    force_with_lease: str | None = None,
+    *,
+    timeout_seconds: float | None = None,
+) -> bool:
+    """True when the push landed; False when the remote moved on (rejected as non-fast-forward).
+
+    GitTimeout when the remote does not answer in time."""
     arguments = ["push", "--quiet", "--porcelain", "origin", refspec]
     if force_with_lease is not None:
         arguments.insert(1, f"--force-with-lease={force_with_lease}")
-    completed = git(directory, *arguments, check=False)
+    completed = git(directory, *arguments, check=False, timeout_seconds=timeout_seconds)
     if completed.returncode == 0:
         return True
     output = completed.stdout + completed.stderr
