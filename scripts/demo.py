@@ -7,8 +7,9 @@ this checkout served by the run's own git host under the repository's URL. The r
 empty, so the model server serves its placeholder and the frontend says no model is served yet.
 Then it trains in the platform (base/trainer as a Job) twice, and each time MLflow's webhook
 wakes the promoter, which commits local's new pin; the run's Argo CD stand-in syncs it and the
-model server rolls onto the new version. Last, @champion moves: production's pin goes to a
-pull-request branch instead.
+model server rolls onto the new version. Last, @champion moves in local's registry: production
+follows @champion too, but in production's own registry, and its one writer is the promoter in
+the production cluster, so local's promoter leaves production's pin and branches alone.
 
 It never touches your checkout or branches, and stops everything it started, on success, on
 failure and on Ctrl-C. With DEMO_SERVE=1 it keeps the platform up and prints its URLs.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -39,6 +41,8 @@ BIN = Path(sys.executable).parent
 MODEL = "iris-classifier"
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 STEP_TIMEOUT_SECONDS = 300
+PROMOTER = "promoter"
+PASSES_METRIC = "mlopsctl_reconcile_passes_total"
 
 
 def say(message: str) -> None:
@@ -87,6 +91,21 @@ def predict(model_server: str) -> str:
     return f"{['setosa', 'versicolor', 'virginica'][best]} ({probabilities[best]:.0%})"
 
 
+def finished_passes(promoter: str) -> int:
+    """How many reconcile passes the promoter has finished, whatever their trigger or result."""
+    with urllib.request.urlopen(f"{promoter}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith(f"{PASSES_METRIC}{{")
+    )
+
+
+def passes_reached(promoter: str, passes: int) -> bool:
+    return finished_passes(promoter) >= passes
+
+
 def progress(line: str) -> None:
     """The run's report, without the pods' comings and goings unless one is in trouble."""
     trouble = ("CrashLoopBackOff", "OOMKilled", "Error", "blocked", "failed")
@@ -109,7 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     # Imported here so that --help works without the package's dependencies.
-    from mlopsctl.localrun.run import LocalRun, Settings, snapshot_working_tree
+    from mlopsctl.localrun.run import (
+        DEFAULT_FORWARDS,
+        Forward,
+        LocalRun,
+        Settings,
+        snapshot_working_tree,
+    )
 
     workspace = arguments.workspace or Path(tempfile.mkdtemp(prefix="mlopsctl-demo-"))
     workspace.mkdir(parents=True, exist_ok=True)
@@ -133,12 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     git_repository=remote,
                     state_directory=workspace / "state",
                     log=progress,
+                    # The promoter's /metrics tell when it has finished a pass (any free port).
+                    forwards=(
+                        *DEFAULT_FORWARDS,
+                        Forward(PROMOTER, "ml-platform", "promoter", 8080, 0),
+                    ),
                 )
             )
             run.start()
             took = run.wait_until_healthy()
             say(f"every Application Synced and Healthy, {took:.0f} s after the sync began")
             urls = run.urls()
+            promoter = urls.pop(PROMOTER)
             print(f"    the model server, before any promotion: {predict(urls['model server'])}")
 
             for _ in range(2):
@@ -170,7 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
 
-            say("moving @champion, which production follows, to the newest version")
+            say(
+                "moving @champion in local's registry: production follows @champion in its own "
+                "registry, and its one writer is the promoter in the production cluster"
+            )
             import mlflow
 
             client = mlflow.MlflowClient(
@@ -178,13 +212,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             newest = pinned_version(remote, "local")
             client.set_registered_model_alias(MODEL, "champion", newest)
+            counted = finished_passes(promoter)
+            # A pass in flight now may have read the registry before the move; the pass after
+            # it began after the move. Each time, setting the alias again (MLflow sends the
+            # webhook again) wakes the promoter instead of leaving the pass to its timer.
+            took = 0.0
+            for passes in (counted + 1, counted + 2):
+                client.set_registered_model_alias(MODEL, "champion", newest)
+                took += wait_until(
+                    functools.partial(passes_reached, promoter, passes),
+                    f"the promoter's pass {passes}",
+                )
             branch = f"mlopsctl/promote/production/{MODEL}"
-            took = wait_until(
-                lambda: branch_pins(remote, branch) == newest, "the production branch"
-            )
+            production = pinned_version(remote, "production")
+            if branch_pins(remote, branch) is not None or production != "0":
+                raise RuntimeError(
+                    f"local's promoter wrote production's pin (branch {branch}, main at "
+                    f"v{production}): two writers for one pin"
+                )
             print(
-                f"    production's pin went to branch {branch} {took:.1f} s later, not to main "
-                f"(main still pins v{pinned_version(remote, 'production')})",
+                f"    {PROMOTER} {local_owner(remote)}: {took:.1f} s and two full passes "
+                f"later, production's pin on main is still v{production} and there is no "
+                f"branch {branch}",
                 flush=True,
             )
             show_results(remote, workspace, urls["MLflow UI"])
@@ -221,20 +270,23 @@ def show_results(remote: Path, workspace: Path, mlflow_url: str) -> None:
         **os.environ,
         "MLOPSCTL_TOOLS_DIR": os.environ.get("MLOPSCTL_TOOLS_DIR", str(REPOSITORY / ".tools")),
     }
-    say("mlopsctl status (what Git pins on main, next to what MLflow's aliases say)")
+    say("mlopsctl status --env local (what Git pins on main, next to local's registry's aliases)")
     view = workspace / "view"
     if view.exists():
         shutil.rmtree(view)
     git("clone", "--quiet", str(remote), str(view), cwd=workspace)
     status = subprocess.run(
-        [BIN / "mlopsctl", "status", "--repo", view, "--mlflow-uri", mlflow_url],
+        [BIN / "mlopsctl", "status", "--repo", view, "--env", "local", "--mlflow-uri", mlflow_url],
         capture_output=True,
         text=True,
         env=environment,
         check=False,
     )
     print(status.stdout, end="", flush=True)
-    print("    (staging and production stay behind on main until their pull requests merge)")
+    print(
+        "    (staging and production follow their own clusters' registries: their status comes "
+        "from those, e.g. `mlopsctl status --env production --mlflow-uri <production's MLflow>`)"
+    )
 
     say("promotion commits on main, with their trailers")
     print(
@@ -282,6 +334,14 @@ def interrupts_raise() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def local_owner(remote: Path) -> str:
+    """What the local promoter's overlay on main says it owns, as the demo prints it."""
+    path = "overlays/local/promoter/deployment-patch.yaml"
+    text = git("show", f"main:{path}", cwd=remote)
+    owned = text.split("name: MLOPSCTL_ENVIRONMENTS", 1)[1].split("value:", 1)[1].split()[0]
+    return f"(MLOPSCTL_ENVIRONMENTS={owned}, {path})"
 
 
 def branch_pins(remote: Path, branch: str) -> str | None:

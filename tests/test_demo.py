@@ -1,5 +1,7 @@
 """`make demo` with DEMO_SERVE=1, driven like a person: it brings the local environment up from
-its manifests, trains twice in it, prints where everything is served, and Ctrl-C stops it all."""
+its manifests, trains twice in it, moves @champion in local's registry (which production's pins,
+written only by production's own promoter, do not follow), prints where everything is served, and
+Ctrl-C stops it all."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def answers(url: str) -> int:
         return int(answer.status)
 
 
-def test_the_demo_promotes_twice_in_the_platform_then_proposes_production_then_serves(
+def test_the_demo_promotes_twice_in_the_platform_leaves_production_to_its_writer_then_serves(
     tmp_path: Path,
 ):
     workspace = tmp_path / "demo"
@@ -98,9 +100,18 @@ def test_the_demo_promotes_twice_in_the_platform_then_proposes_production_then_s
         return text.split("models:/iris-classifier/")[1].split()[0]
 
     assert pin("overlays/local/model-server/kustomization.yaml") == "2"
-    assert pin("overlays/production/model-server/kustomization.yaml") == "0"  # main untouched
-    branch = "mlopsctl/promote/production/iris-classifier"
-    assert pin("overlays/production/model-server/kustomization.yaml", branch) == "2"
+    # One writer per pin: local's promoter owns local only, so @champion moved in local's
+    # registry reaches neither production's pin on main nor a production branch.
+    assert pin("overlays/production/model-server/kustomization.yaml") == "0"
+    assert pin("overlays/staging/model-server/kustomization.yaml") == "0"
+    assert git(remote, "branch", "--list", "mlopsctl/promote/*") == ""
+    assert re.search(
+        r"promoter \(MLOPSCTL_ENVIRONMENTS=local, "
+        r"overlays/local/promoter/deployment-patch\.yaml\): "
+        r"[0-9.]+ s and two full passes later, production's pin on main is still v0 and there is "
+        r"no branch mlopsctl/promote/production/iris-classifier",
+        output,
+    ), output
     # The model server answered from its placeholder first, then from each promoted version.
     assert "before any promotion: HTTP 503: NO_MODEL_PROMOTED" in output
     assert len(re.findall(r"the model server now says (setosa|versicolor|virginica)", output)) == 2

@@ -35,7 +35,6 @@ class Client:
 
     resource: Resource
     cluster: str
-    path: str  # the container's field path
     tracking_uri: str | None
     tracking_uri_field: str
     # Set for a promoter (`mlopsctl serve`): the environments it owns and the field naming them.
@@ -370,9 +369,9 @@ def _clients(state: RootState, cluster: str) -> Iterator[Client]:
                 owned = tuple(
                     dict.fromkeys(name.strip() for name in (text or "").split(",") if name.strip())
                 )
-                yield Client(resource, cluster, path, uri, uri_field, owned, owned_field)
+                yield Client(resource, cluster, uri, uri_field, owned, owned_field)
             elif TRACKING_URI in variables or flag is not None:
-                yield Client(resource, cluster, path, uri, uri_field)
+                yield Client(resource, cluster, uri, uri_field)
 
 
 def _flag(words: list[str], name: str, field: str) -> tuple[str, str] | None:
