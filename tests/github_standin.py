@@ -1,10 +1,11 @@
 """A thin stand-in for the GitHub REST endpoints mlopsctl uses for pull requests and comments.
 
 GitHub cannot be reached from the test machine, so this serves, on loopback, exactly:
-GET /repos/{owner}/{name}/pulls?head=&base=&state=(open|closed|all), POST /repos/{owner}/{name}/pulls,
-PATCH /repos/{owner}/{name}/pulls/{number}, GET and POST /repos/{owner}/{name}/issues/{number}/
-comments (paged by per_page and page) and PATCH /repos/{owner}/{name}/issues/comments/{id},
-with GitHub's field names, and checks the token.
+GET /repos/{owner}/{name}/pulls?head=&base=&state=(open|closed|all),
+POST /repos/{owner}/{name}/pulls, PATCH /repos/{owner}/{name}/pulls/{number},
+GET and POST /repos/{owner}/{name}/issues/{number}/comments (paged by per_page and page)
+and PATCH /repos/{owner}/{name}/issues/comments/{id}, with GitHub's field names, and checks
+the token.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from mlopsctl.promote.gates import nothing_pinned
 from mlopsctl.inventory import LocatedPin
+from mlopsctl.promote.gates import nothing_pinned
 from mlopsctl.registry import ModelVersion, Registry
 
 IN_SYNC = "in sync"
