@@ -2,7 +2,8 @@
 
 GitHub cannot be reached from the test machine, so this serves, on loopback, exactly:
 GET /repos/{owner}/{name}/pulls?head=&base=&state=(open|closed|all),
-POST /repos/{owner}/{name}/pulls, PATCH /repos/{owner}/{name}/pulls/{number},
+POST /repos/{owner}/{name}/pulls (422 when the branch has an open one),
+PATCH /repos/{owner}/{name}/pulls/{number},
 GET and POST /repos/{owner}/{name}/issues/{number}/comments (paged by per_page and page)
 and PATCH /repos/{owner}/{name}/issues/comments/{id}, with GitHub's field names, and checks
 the token.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import http.server
 import json
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,23 @@ class GitHubStandIn:
     pulls: list[dict[str, Any]] = field(default_factory=list)
     comments: list[dict[str, Any]] = field(default_factory=list)  # every pull request's
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # Run (once each) just before a pull request is created: another writer acting in between.
+    before_create: list[Callable[[GitHubStandIn], None]] = field(default_factory=list)
+
+    def open_pull(self, head: str, base: str, title: str, body: str) -> dict[str, Any]:
+        number = len(self.pulls) + 1
+        pull = {
+            "number": number,
+            "state": "open",
+            "merged_at": None,
+            "title": title,
+            "body": body,
+            "head": {"ref": head},
+            "base": {"ref": base},
+            "html_url": f"https://github.example.test/{REPOSITORY}/pull/{number}",
+        }
+        self.pulls.append(pull)
+        return pull
 
 
 def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
@@ -88,18 +106,34 @@ def _handler(state: GitHubStandIn) -> type[http.server.BaseHTTPRequestHandler]:
                 state.comments.append(comment)
                 self._answer(201, comment)
                 return
-            number = len(state.pulls) + 1
-            pull = {
-                "number": number,
-                "state": "open",
-                "merged_at": None,
-                "title": payload["title"],
-                "body": payload["body"],
-                "head": {"ref": payload["head"]},
-                "base": {"ref": payload["base"]},
-                "html_url": f"https://github.example.test/{REPOSITORY}/pull/{number}",
-            }
-            state.pulls.append(pull)
+            while state.before_create:
+                state.before_create.pop(0)(state)
+            if any(
+                pull["state"] == "open"
+                and pull["head"]["ref"] == payload["head"]
+                and pull["base"]["ref"] == payload["base"]
+                for pull in state.pulls
+            ):
+                # GitHub's answer to a second open pull request from one branch.
+                owner = REPOSITORY.split("/")[0]
+                self._answer(
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {
+                                "resource": "PullRequest",
+                                "code": "custom",
+                                "message": "A pull request already exists for "
+                                f"{owner}:{payload['head']}.",
+                            }
+                        ],
+                    },
+                )
+                return
+            pull = state.open_pull(
+                payload["head"], payload["base"], payload["title"], payload["body"]
+            )
             self._answer(201, pull)
 
         def do_PATCH(self) -> None:

@@ -9,6 +9,7 @@ server and real bare git remotes.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import toolchain
+from mlopsctl import inventory, toolchain
+from mlopsctl.config import load_config
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
@@ -76,7 +78,9 @@ def promote_in_process(
     )
 
 
-def promote_in_another_process(platform: Platform, server: MlflowServer, environment: str) -> None:
+def promote_in_another_process(
+    platform: Platform, server: MlflowServer, environment: str, check: bool = True
+) -> None:
     """Another writer (a second promoter, the scheduled workflow) runs to completion."""
     subprocess.run(
         [
@@ -91,7 +95,7 @@ def promote_in_another_process(platform: Platform, server: MlflowServer, environ
             "--env",
             environment,
         ],
-        check=True,
+        check=check,
         capture_output=True,
     )
 
@@ -152,15 +156,26 @@ def test_a_rejected_proposal_is_planned_again_and_does_not_undo_a_newer_one(
     assert platform.pin("staging") == "1"
 
 
-def add_second_model(platform: Platform, model: str, file: str = LOCAL_MODEL_SERVER) -> None:
-    """A second model pinned in a model-server overlay, following its own @challenger."""
+def add_second_model(
+    platform: Platform, model: str, file: str = LOCAL_MODEL_SERVER, first: bool = False
+) -> None:
+    """A second model pinned in a model-server overlay, following its own @challenger (after
+    the platform's model, or before it when `first`, which then is planned and landed first)."""
     path = platform.checkout / file
     text = path.read_text()
-    path.write_text(
-        text
-        + f"      # mlopsctl: model {model}@challenger\n"
-        + f"      - SECOND_MODEL_URI=models:/{model}/0\n"
+    lines = (
+        f"      # mlopsctl: model {model}@challenger\n      - SECOND_MODEL_URI=models:/{model}/0\n"
     )
+    if first:
+        marker = f"      # mlopsctl: model {platform.model}@"
+        text = text.replace(marker, lines + marker, 1)
+    else:
+        text += lines
+    path.write_text(text)
+    commit_and_push(platform, "second model")
+
+
+def commit_and_push(platform: Platform, message: str) -> None:
     git(platform.checkout, "add", ".")
     git(
         platform.checkout,
@@ -170,7 +185,7 @@ def add_second_model(platform: Platform, model: str, file: str = LOCAL_MODEL_SER
         "user.email=t@example.test",
         "commit",
         "-qm",
-        "second model",
+        message,
     )
     git(platform.checkout, "push", "--quiet", str(platform.remote), "HEAD:main")
 
@@ -303,3 +318,233 @@ def test_a_planner_error_is_not_swallowed(platform: Platform, mlflow_server: Mlf
             flows.Landing(log=lambda _line: None),
             model="no-such-model",
         )
+
+
+def pins_planned(platform: Platform, environments: list[str]) -> int:
+    """How many alias reads one plan of these environments makes (one per pin)."""
+    config = load_config(platform.checkout)
+    return sum(
+        1
+        for located in inventory.model_pins(
+            inventory.scan(platform.checkout, config.render_exclude), None, platform.model
+        )
+        if located.environment in environments
+    )
+
+
+def set_pin_in_file(platform: Platform, file: str, version: str) -> None:
+    path = platform.checkout / file
+    path.write_text(
+        re.sub(
+            rf"models:/{platform.model}/[0-9]+",
+            f"models:/{platform.model}/{version}",
+            path.read_text(),
+        )
+    )
+    commit_and_push(platform, f"{file} at v{version}")
+
+
+def test_a_model_still_moving_in_another_file_keeps_its_pull_request(
+    platform: Platform, mlflow_server: MlflowServer, github: GitHubStandIn, pull_requests: Any
+):
+    first = mlflow_server.register(platform.model, {"accuracy": 0.95})
+    start_pinned_at(platform, first)
+    second = mlflow_server.register(platform.model, {"accuracy": 0.96}, alias="challenger")
+    # Half of staging already has v2 (its streamlit pin): that pin is settled, the model
+    # server's is not, and the proposal for it must stand.
+    set_pin_in_file(platform, "overlays/staging/streamlit/kustomization.yaml", second)
+
+    report = promote_in_process(
+        platform, MlflowRegistry(mlflow_server.url), "staging", pull_requests=pull_requests
+    )
+
+    branch = f"mlopsctl/promote/staging/{platform.model}"
+    assert [outcome.kind for outcome in report.outcomes] == [OutcomeKind.PROPOSED]
+    assert branch in remote_branches(platform)
+    assert platform.pin("staging", branch) == second
+    [pull] = github.pulls
+    assert pull["state"] == "open"
+    assert not github.comments  # no "Withdrawn by mlopsctl"
+
+
+def test_a_later_environment_is_planned_again_when_the_branch_moved_under_an_earlier_one(
+    platform: Platform, mlflow_server: MlflowServer
+):
+    first = mlflow_server.register(platform.model, {"accuracy": 0.95})
+    start_pinned_at(platform, first)
+    mlflow_server.register(platform.model, {"accuracy": 0.96}, alias="challenger")
+    planned = pins_planned(platform, ["local", "staging"])
+    newer: list[str] = []
+
+    def another_writer_lands_after_the_whole_plan(reads: int) -> None:
+        if reads == planned:  # both environments are planned with v2; then v3 lands on local
+            newer.append(
+                mlflow_server.register(platform.model, {"accuracy": 0.97}, alias="challenger")
+            )
+            promote_in_another_process(platform, mlflow_server, "local")
+
+    registry = InterposedRegistry(
+        MlflowRegistry(mlflow_server.url), another_writer_lands_after_the_whole_plan
+    )
+    report = flows.run(
+        None,
+        registry,
+        toolchain.resolve(TOOLS_DIR),
+        str(platform.remote),
+        flows.Landing(log=lambda _line: None),
+        environments=["local", "staging"],
+    )
+
+    assert report.ok, [str(item) for item in [*report.failures, *report.refusals]]
+    assert platform.pin("local") == newer[0]
+    # Staging's share of the first plan (v2) was stale once main moved: it proposes v3.
+    branch = f"mlopsctl/promote/staging/{platform.model}"
+    assert platform.pin("staging", branch) == newer[0]
+    assert platform.log(branch)[0] == f"promote(staging): {platform.model} v{first} -> v{newer[0]}"
+
+
+def test_proposals_after_a_rejected_push_follow_the_new_plan(
+    platform: Platform, mlflow_server: MlflowServer
+):
+    other = f"{platform.model}-second"
+    add_second_model(platform, other, "overlays/staging/model-server/kustomization.yaml")
+    mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    mlflow_server.register(other, {"accuracy": 0.95}, alias="challenger")
+    planned = pins_planned(platform, ["staging"]) + 1  # and the second model's one pin
+    newer: dict[str, str] = {}
+
+    def another_writer_proposes_both_newer(reads: int) -> None:
+        if reads == planned:
+            for model in (platform.model, other):
+                newer[model] = mlflow_server.register(model, {"accuracy": 0.97}, alias="challenger")
+            promote_in_another_process(platform, mlflow_server, "staging")
+
+    registry = InterposedRegistry(
+        MlflowRegistry(mlflow_server.url), another_writer_proposes_both_newer
+    )
+    report = promote_in_process(platform, registry, "staging")
+
+    assert report.ok, [outcome.result for outcome in report.outcomes]
+    # The first model's push was rejected and the environment planned again: the second
+    # model's proposal comes from that plan, and the other writer's newer one is not undone.
+    assert (
+        platform.pin("staging", f"mlopsctl/promote/staging/{platform.model}")
+        == newer[platform.model]
+    )
+    text = platform.show(
+        "overlays/staging/model-server/kustomization.yaml", f"mlopsctl/promote/staging/{other}"
+    )
+    assert f"models:/{other}/{newer[other]}" in text
+
+
+def test_a_landing_failure_outlives_a_later_replan(platform: Platform, mlflow_server: MlflowServer):
+    bad_name = "churn.lock"
+    add_second_model(
+        platform, bad_name, "overlays/staging/model-server/kustomization.yaml", first=True
+    )
+    mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    mlflow_server.register(bad_name, {"accuracy": 0.95}, alias="challenger")
+    planned = pins_planned(platform, ["staging"]) + 1
+    newer: list[str] = []
+
+    def another_writer_proposes_a_newer_version(reads: int) -> None:
+        if reads == planned:
+            newer.append(
+                mlflow_server.register(platform.model, {"accuracy": 0.97}, alias="challenger")
+            )
+            # It fails on the bad name too, and proposes the platform's model.
+            promote_in_another_process(platform, mlflow_server, "staging", check=False)
+
+    registry = InterposedRegistry(
+        MlflowRegistry(mlflow_server.url), another_writer_proposes_a_newer_version
+    )
+    report = promote_in_process(platform, registry, "staging")
+
+    # The bad name failed first; the re-plan after the rejected push must not forget it.
+    assert [failure.key for failure in report.failures] == [bad_name]
+    assert not report.ok and report.exit_code != 0
+    assert platform.pin("staging", f"mlopsctl/promote/staging/{platform.model}") == newer[0]
+    kinds = {outcome.key: outcome.kind for outcome in report.outcomes}
+    assert kinds == {bad_name: OutcomeKind.FAILED, platform.model: OutcomeKind.PROPOSED}
+
+
+def test_not_worse_than_fails_closed_when_the_pinned_run_lacks_the_metric(
+    platform: Platform, mlflow_server: MlflowServer
+):
+    pinned = mlflow_server.register(platform.model, {"loss": 0.2})
+    start_pinned_at(platform, pinned)
+    candidate = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="champion")
+
+    report = promote_in_process(platform, MlflowRegistry(mlflow_server.url), "production")
+
+    [refusal] = report.refusals
+    assert (refusal.model, refusal.version) == (platform.model, candidate)
+    assert "pinned version's run logged no 'accuracy' metric" in refusal.reason
+    assert "fails closed" in refusal.reason
+    assert report.outcomes == [] and platform.pin("production") == pinned
+
+
+def test_a_pull_request_opened_elsewhere_in_between_is_updated_not_duplicated(
+    github: GitHubStandIn, pull_requests: Any
+):
+    branch = "mlopsctl/promote/staging/iris"
+    github.before_create.append(
+        lambda state: state.open_pull(branch, "main", "by another writer", "")
+    )
+
+    url = pull_requests.open_or_update(branch, "main", "promote(staging): iris v1 -> v2", "body")
+
+    [pull] = github.pulls
+    assert url == pull["html_url"]
+    assert (pull["title"], pull["body"]) == ("promote(staging): iris v1 -> v2", "body")
+    assert [method for method, _ in github.requests] == ["GET", "POST", "GET", "PATCH"]
+
+
+def bind_staging_to_locals_registry(platform: Platform) -> None:
+    path = platform.checkout / "mlopsctl.yaml"
+    text = path.read_text()
+    staging = text.index("    staging:\n      mode: pull-request")
+    text = text[:staging] + text[staging:].replace("registry: staging", "registry: local", 1)
+    path.write_text(text)
+    commit_and_push(platform, "staging follows local's registry")
+
+
+def test_a_rollback_that_would_move_another_environment_is_refused_unless_asked(
+    cli: Any, platform: Platform, mlflow_server: MlflowServer
+):
+    bind_staging_to_locals_registry(platform)
+    first = mlflow_server.register(platform.model, {"accuracy": 0.95})
+    start_pinned_at(platform, first)
+    second = mlflow_server.register(platform.model, {"accuracy": 0.96}, alias="challenger")
+    assert platform.command(cli, "promote", mlflow_server.url, "--env", "local").exit_code == 0
+    before = platform.log()
+
+    refused = platform.command(
+        cli, "rollback", mlflow_server.url, "--env", "local", "--model", platform.model
+    )
+
+    assert refused.exit_code == 2, refused.stdout + refused.stderr
+    assert "staging (overlays/staging/" in refused.stderr and "Nothing was moved" in refused.stderr
+    assert "--all-following" in refused.stderr
+    alias = mlflow_server.client().get_model_version_by_alias(platform.model, "challenger")
+    assert alias.version == second
+    assert platform.log() == before
+
+    both = platform.command(
+        cli,
+        "rollback",
+        mlflow_server.url,
+        "--env",
+        "local",
+        "--model",
+        platform.model,
+        "--all-following",
+    )
+
+    assert both.exit_code == 0, both.stdout + both.stderr
+    alias = mlflow_server.client().get_model_version_by_alias(platform.model, "challenger")
+    assert alias.version == first
+    assert platform.pin("local") == first
+    assert platform.log()[0] == f"promote(local): {platform.model} v{second} -> v{first}"
+    # Staging (pull requests) had v1 pinned all along: rolled back too, it has nothing to do.
+    assert platform.pin("staging") == first

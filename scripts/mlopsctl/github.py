@@ -22,6 +22,10 @@ _REMOTE = re.compile(r"github\.com[:/](?P<slug>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)
 class GitHubError(MlopsctlError):
     exit_code = 4
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status GitHub answered with, when it answered
+
 
 def repository_slug(remote: str, configured: str | None) -> str | None:
     """owner/name from configuration, else from a github.com remote URL."""
@@ -67,7 +71,7 @@ class PullRequests:
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", "replace")[:300]
             raise GitHubError(
-                f"GitHub refused {method} {path}: HTTP {error.code}: {detail}"
+                f"GitHub refused {method} {path}: HTTP {error.code}: {detail}", error.code
             ) from error
         except (urllib.error.URLError, TimeoutError, ValueError) as error:
             raise GitHubError(
@@ -76,19 +80,24 @@ class PullRequests:
 
     def open_or_update(self, branch: str, base: str, title: str, body: str) -> str:
         """The URL of the one open pull request from `branch`, created or brought up to date."""
-        owner = self.repository.split("/")[0]
-        query = urllib.parse.urlencode({"head": f"{owner}:{branch}", "base": base, "state": "open"})
-        existing = self._call("GET", f"/pulls?{query}")
-        if not isinstance(existing, list):
-            raise GitHubError("GitHub answered the pull request search with something not a list")
-        if existing:
-            number = existing[0]["number"]
-            updated = self._call("PATCH", f"/pulls/{number}", {"title": title, "body": body})
-            return str(updated["html_url"])
-        created = self._call(
-            "POST", "/pulls", {"title": title, "head": branch, "base": base, "body": body}
-        )
-        return str(created["html_url"])
+        for attempt in range(2):
+            existing = self._from_branch(branch, base, "open")
+            if existing:
+                number = existing[-1].number
+                updated = self._call("PATCH", f"/pulls/{number}", {"title": title, "body": body})
+                return str(updated["html_url"])
+            try:
+                created = self._call(
+                    "POST", "/pulls", {"title": title, "head": branch, "base": base, "body": body}
+                )
+            except GitHubError as error:
+                # 422: another writer opened it between the search and this request; the second
+                # round finds it and brings it up to date.
+                if error.status != 422 or attempt:
+                    raise
+                continue
+            return str(created["html_url"])
+        raise AssertionError("unreachable: the second round returns or raises")
 
     def _from_branch(self, branch: str, base: str, state: str) -> list[PullRequest]:
         owner = self.repository.split("/")[0]

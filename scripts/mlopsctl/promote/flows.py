@@ -265,10 +265,13 @@ def rollback_run(
 def _same_registry(config: Config, first: str, second: str) -> bool:
     """Whether two environments follow the same registry (and so share its aliases).
 
-    Without a registry named per environment, every environment follows the one registry the
-    command talks to.
+    Without a registry named for both, every environment follows the one registry the command
+    talks to. An environment with no promotion policy has no writer to move its pin, but its pin
+    still follows the alias: it counts as sharing it, so the rollback names it.
     """
-    registry_of = getattr(config.promotion, "registry_of", None)
-    if registry_of is None:
+    known = {policy.environment for policy in config.promotion.environments}
+    if first not in known or second not in known:
         return True
-    return bool(registry_of(first) == registry_of(second))
+    first_registry = config.promotion.registry_of(first)
+    second_registry = config.promotion.registry_of(second)
+    return first_registry is None or second_registry is None or first_registry == second_registry

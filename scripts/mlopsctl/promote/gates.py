@@ -61,7 +61,13 @@ def refusals(
         metric, tolerance, higher_is_better = gates.not_worse_than
         if metric not in metrics:
             reasons.append(f"{label}: its run logged no {metric!r} metric to compare")
-        elif metric in pinned_metrics:
+        elif metric not in pinned_metrics:
+            # Nothing to compare with is not a pass: a gate that cannot be checked fails closed.
+            reasons.append(
+                f"{label}: the pinned version's run logged no {metric!r} metric, so "
+                "notWorseThan cannot compare with it (the gate fails closed)"
+            )
+        else:
             new, old = metrics[metric], pinned_metrics[metric]
             worse_by = (old - new) if higher_is_better else (new - old)
             if worse_by > tolerance:

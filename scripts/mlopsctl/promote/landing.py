@@ -110,6 +110,8 @@ class Promoter:
         # moved (the lease fails) instead of being overwritten by this plan.
         branches = self._promotion_branches(clone) if self._proposes_anywhere() else {}
         plan = self.planner(clone)
+        planned_at = gitops.head(clone)
+        landed: set[str] = set()  # commits this run pushed on top of the head it planned on
         report = Report(notes=list(plan.notes))
         environments = list(
             dict.fromkeys(
@@ -120,6 +122,13 @@ class Promoter:
             )
         )
         for environment in environments:
+            if not dry_run and not self._only_own_commits_since(clone, planned_at, landed):
+                # Another writer moved the branch while an earlier environment landed (its
+                # rejected push reset the clone to the new head): this environment's share of
+                # the first plan may be stale, so it is planned again from that head.
+                plan = self.planner(clone)
+                planned_at = gitops.head(clone)
+                landed.clear()
             environment_plan = plan.for_environment(environment)
             policy = self.config.promotion.for_environment(environment)
             if dry_run:
@@ -134,8 +143,9 @@ class Promoter:
                     failure = Failure(environment, "commit", str(error), error.exit_code)
                     environment_plan.failures.append(failure)
                     outcomes = [Outcome(environment, OutcomeKind.FAILED, [], str(failure))]
-                    gitops.reset_to_remote(clone, self.config.promotion.branch)
+                    self._recover(clone)
                 report.outcomes.extend(outcomes)
+                landed.update(outcome.commit for outcome in outcomes if outcome.commit)
             else:
                 outcomes, environment_plan = self._propose_all(
                     clone, policy, environment_plan, branches
@@ -143,7 +153,28 @@ class Promoter:
                 report.outcomes.extend(outcomes)
             report.refusals.extend(environment_plan.refusals)
             report.failures.extend(environment_plan.failures)
+            report.notes.extend(note for note in environment_plan.notes if note not in report.notes)
         return report
+
+    @staticmethod
+    def _only_own_commits_since(clone: Path, planned_at: str, landed: set[str]) -> bool:
+        """Whether the clone's head is the planned head plus only commits this run landed."""
+        listing = gitops.git(clone, "rev-list", f"{planned_at}..HEAD", check=False)
+        if listing.returncode:
+            return False  # the planned head is gone from this clone: plan again
+        return set(listing.stdout.split()) <= landed
+
+    def _recover(self, clone: Path) -> None:
+        """Put the clone back on the remote's head after a failed landing, if git can.
+
+        A failure to do so (the remote is down, which is often why the landing failed) must not
+        hide the landing's own error: the next environment's landing or the next pass resets
+        again.
+        """
+        try:
+            gitops.reset_to_remote(clone, self.config.promotion.branch)
+        except MlopsctlError as error:
+            self.log(f"could not reset the clone to the remote's head: {error}")
 
     def _replan(self, clone: Path, environment: str) -> Plan:
         return self.planner(clone).for_environment(environment)
@@ -263,33 +294,55 @@ class Promoter:
     def _propose_all(
         self, clone: Path, policy: EnvironmentPolicy, plan: Plan, branches: dict[str, str]
     ) -> tuple[list[Outcome], Plan]:
-        """One branch (and pull request) per model or image; each lands or fails on its own."""
+        """One branch (and pull request) per model or image; each lands or fails on its own.
+
+        A rejected push re-plans the environment, so each key's edits are taken from the plan
+        as it is when its turn comes, and a key that only the new plan has is proposed too.
+        """
         outcomes: list[Outcome] = []
-        by_key: dict[str, list[Edit]] = {}
-        for edit in plan.edits:
-            by_key.setdefault(edit.key, []).append(edit)
-        for key, edits in by_key.items():
+        # Kept apart from the plan, which a re-plan replaces: a landing failure is never lost.
+        failures: list[Failure] = []
+        done: set[str] = set()
+        while pending := [edit.key for edit in plan.edits if edit.key not in done]:
+            key = pending[0]
+            done.add(key)
+            edits = [edit for edit in plan.edits if edit.key == key]
             try:
                 outcome, plan = self._propose(clone, policy, key, edits, branches, plan)
             except MlopsctlError as error:
                 # A model whose name git refuses as a branch, a GitHub error: this item only.
                 failure = Failure(policy.environment, key, str(error), error.exit_code)
-                plan.failures.append(failure)
+                failures.append(failure)
                 outcome = Outcome(policy.environment, OutcomeKind.FAILED, [], str(failure), key=key)
-                gitops.git(clone, "checkout", "--quiet", "--force", self.config.promotion.branch)
+                self._back_to_base(clone)
             outcomes.append(outcome)
+        # A model is withdrawn only when every pin of it here is settled: one still moving,
+        # refused or failed in another file keeps its pull request open.
+        unsettled = {edit.key for edit in plan.edits}
+        unsettled.update(refusal.model for refusal in plan.refusals)
+        unsettled.update(failure.key for failure in [*plan.failures, *failures])
         for settled in plan.settled:
+            if settled.model in unsettled:
+                continue
             try:
                 withdrawn = self._withdraw(clone, settled, branches)
             except MlopsctlError as error:
                 failure = Failure(settled.environment, settled.model, str(error), error.exit_code)
-                plan.failures.append(failure)
+                failures.append(failure)
                 withdrawn = Outcome(
                     settled.environment, OutcomeKind.FAILED, [], str(failure), key=settled.model
                 )
             if withdrawn is not None:
                 outcomes.append(withdrawn)
+        plan.failures.extend(failure for failure in failures if failure not in plan.failures)
         return outcomes, plan
+
+    def _back_to_base(self, clone: Path) -> None:
+        """Leave a failed proposal's branch for the base, if git can (see `_recover`)."""
+        try:
+            gitops.git(clone, "checkout", "--quiet", "--force", self.config.promotion.branch)
+        except MlopsctlError as error:
+            self.log(f"could not check out {self.config.promotion.branch} again: {error}")
 
     @staticmethod
     def _promotion_branches(clone: Path) -> dict[str, str]:
@@ -434,7 +487,9 @@ class Promoter:
     @staticmethod
     def _holds(clone: Path, revision: str, files: set[str]) -> bool:
         """Whether `revision` of the remote holds these files exactly as edited here."""
-        gitops.git(clone, "fetch", "--quiet", "origin", revision)
+        # A branch deleted since it was listed cannot be fetched: then it holds nothing.
+        if gitops.git(clone, "fetch", "--quiet", "origin", revision, check=False).returncode:
+            return False
         return all(
             gitops.file_at(clone, revision, file) == (clone / file).read_text() for file in files
         )

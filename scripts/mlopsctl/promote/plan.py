@@ -135,7 +135,11 @@ def _plan_one(
     old_metrics = registry.run_metrics(old.run_id) if old is not None else {}
     comparing = gates.not_worse_than is not None and compare_with_pinned
     reasons = refusals(
-        gates, target, metrics, signature is not None, old_metrics if comparing else None
+        gates,
+        target,
+        metrics,
+        signature is not None,
+        old_metrics if comparing and old is not None else None,
     )
     if comparing and old is None and not nothing_pinned(pinned):
         # The gate must compare with what runs now; a pinned version the registry does not have
