@@ -487,3 +487,24 @@ def test_a_branch_that_keeps_moving_is_given_up_clearly(cli, platform, mlflow_se
     )
     assert result.stderr.count("main moved on; planning again from its new head") == 3
     assert platform.log() == before
+
+
+def test_the_cli_writer_promotes_only_the_environments_given_to_it(cli, platform, mlflow_server):
+    mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    # As shipped every environment has a promoter: the scheduled workflow writes nothing.
+    result = promote(cli, platform, mlflow_server, "--writer", "cli")
+    assert result.exit_code == 0, result.stderr
+    assert "nothing to do: no environment is written by cli" in result.stdout
+    assert platform.pin("local") == "0" and platform.pin("staging") == "0"
+
+    # Staging handed to the CLI: only staging moves, local stays its promoter's.
+    path = platform.checkout / "mlopsctl.yaml"
+    text = path.read_text()
+    path.write_text(
+        text.replace("registry: staging\n", "registry: staging\n      writer: cli\n", 1)
+    )
+    result = promote(cli, platform, mlflow_server, "--writer", "cli")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert platform.pin("staging", f"mlopsctl/promote/staging/{platform.model}") == "1"
+    assert platform.pin("local") == "0"
+    assert not [s for s in platform.log() if s.startswith("promote(local)")]

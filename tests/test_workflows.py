@@ -93,6 +93,11 @@ def test_promote_runs_on_a_schedule_and_on_dispatch():
     workflow = load("promote.yaml")
     assert {"schedule", "repository_dispatch", "workflow_dispatch"} <= set(workflow["on"])
     assert workflow["concurrency"]["cancel-in-progress"] is False
+    # One writer per pin: the schedule writes only what no promoter owns.
+    [step] = [
+        s for s in workflow["jobs"]["reconcile"]["steps"] if "mlopsctl promote" in s.get("run", "")
+    ]
+    assert "promote --writer cli " in step["run"]
 
 
 def test_e2e_pins_kind_dumps_logs_and_cleans_up():

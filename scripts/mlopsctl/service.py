@@ -29,12 +29,20 @@ from mlopsctl.promoter_http import HttpLimits, HttpServer, PromoterApp, Readines
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import Toolchain
 
-# The longest a pass may take before /healthz calls the worker stuck. Nothing in a pass has a
-# timeout of its own (git clone and push have none), so this is the allowance: a clone, a render
-# per environment and 20 pushes with their back-off take well under a minute on a big repository.
+# The longest a pass's own work may take before /healthz calls the worker stuck: a clone, a
+# render per environment and 20 pushes with their back-off take well under a minute on a big
+# repository. Git's network commands each have a deadline on top (pass_allowance_seconds).
 PASS_TIMEOUT_SECONDS = 300.0
+# Network deadlines a failing pass can meet in a row before it ends: the clone or fetch, a push,
+# the reset after it, and the next environment's push.
+GIT_DEADLINES_PER_PASS = 4
 # Passes missed in a row, at the timer's interval, before /healthz answers 503.
 MISSED_PASSES = 3
+
+
+def pass_allowance_seconds(git_timeout_seconds: float) -> float:
+    """How long a pass may take when git's remote hangs at every step it is allowed to."""
+    return PASS_TIMEOUT_SECONDS + GIT_DEADLINES_PER_PASS * git_timeout_seconds
 
 
 class BranchMismatch(MlopsctlError):

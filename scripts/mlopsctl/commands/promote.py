@@ -21,6 +21,7 @@ from mlopsctl.commands.common import (
     remote_of,
     workspace,
 )
+from mlopsctl.config import WRITERS
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
 
@@ -29,6 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("promote", help="bring the model pins in step with MLflow")
     parser.add_argument("--env", help="only this environment")
     parser.add_argument("--model", help="only this registered model")
+    parser.add_argument(
+        "--writer",
+        choices=WRITERS,
+        help="only the environments mlopsctl.yaml gives this writer (the scheduled workflow "
+        "passes cli, so it never writes a pin a promoter owns)",
+    )
     add_landing_arguments(parser)
     add_registry_arguments(parser)
     add_repository_argument(parser)
@@ -37,6 +44,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     space = workspace(args)
     check_environment(space, args.env)
+    owned = None
+    if args.writer is not None:
+        owned = [
+            policy.environment
+            for policy in space.config.promotion.environments
+            if policy.writer == args.writer and args.env in (None, policy.environment)
+        ]
+        if not owned:
+            which = f"{args.env} is not" if args.env else "no environment is"
+            print(f"nothing to do: {which} written by {args.writer} (writer: in mlopsctl.yaml)")
+            return 0
     remote = remote_of(args, space)
     report = flows.run(
         space.config,
@@ -46,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         landing(args, remote),
         environment=args.env,
         model=args.model,
+        environments=owned,
     )
     return print_report(report, args.dry_run, space.config.promotion.branch)
 

@@ -24,6 +24,7 @@ from mlopsctl.service import (
     Settings,
     UnknownEnvironment,
     branch_config,
+    pass_allowance_seconds,
 )
 
 
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     gitops.use_credentials(
         os.environ.get(args.git_token_env), args.ssh_key_file, args.known_hosts_file
     )
+    # A bad MLOPSCTL_GIT_TIMEOUT_SECONDS stops the start, not every pass after it.
+    git_timeout_seconds = gitops.network_timeout_seconds()
     # Each pass reads the branch's mlopsctl.yaml again and checks both rules on it.
     read_config = functools.partial(branch_config, environments=environments)
     try:
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         interval_seconds=args.interval,
         max_attempts=args.max_attempts,
         log=_stderr_log,
+        pass_timeout_seconds=pass_allowance_seconds(git_timeout_seconds),
         read_config=read_config,
     )
     service = Service(settings, _listen_address(args.listen))
