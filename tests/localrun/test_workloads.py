@@ -158,14 +158,16 @@ def test_a_probe_on_a_port_the_container_does_not_have_is_refused(local_environm
         ),
         (
             lambda c: c["env"].append({"name": "X", "valueFrom": {"resourceFieldRef": {}}}),
-            "spec.template.spec.containers[0].env[10].valueFrom.resourceFieldRef",
+            "spec.template.spec.containers[0].env[{appended}].valueFrom.resourceFieldRef",
         ),
     ],
 )
 def test_fields_the_run_cannot_honour_are_refused(local_environment, change, field):
     body = deployment(local_environment, "promoter")
-    change(body["spec"]["template"]["spec"]["containers"][0])
-    assert _refusal(body).field == field
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    appended = len(container["env"])  # where an appended variable lands
+    change(container)
+    assert _refusal(body).field == field.replace("{appended}", str(appended))
 
 
 def test_an_image_with_no_build_context_is_refused_naming_it(tmp_path: Path):
@@ -198,9 +200,12 @@ def test_a_secret_nothing_creates_is_refused_naming_the_workload_and_field(local
     config = load_config(REPOSITORY)
     by_hand = {("Secret", s.namespace, s.name) for s in config.secrets_created_by_hand("local")}
     body = deployment(local_environment, "promoter")
-    body["spec"]["template"]["spec"]["containers"][0]["env"][5]["valueFrom"]["secretKeyRef"][
-        "name"
-    ] = "promoter-credentials"
+    from_secrets = [
+        variable
+        for variable in body["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "secretKeyRef" in variable.get("valueFrom", {})
+    ]
+    from_secrets[0]["valueFrom"]["secretKeyRef"]["name"] = "promoter-credentials"
     changed = [
         (ns, body if b["kind"] == "Deployment" and b["metadata"]["name"] == "promoter" else b)
         for ns, b in local_environment
