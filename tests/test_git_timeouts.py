@@ -90,13 +90,6 @@ def hung_remote() -> Iterator[HungRemote]:
         remote.close()
 
 
-@pytest.fixture(autouse=True)
-def no_credentials() -> Iterator[None]:
-    gitops.use_credentials()
-    yield
-    gitops.use_credentials()
-
-
 def raised_within(seconds: float, call: Callable[[], Any]) -> tuple[BaseException | None, float]:
     """What `call` raised (None if it returned) and how long it took; fails the test, instead
     of hanging it, when the call has not returned after `seconds`."""
@@ -314,9 +307,11 @@ def test_settings_of_the_environment_and_the_token_merge_with_the_limits(
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", "45")
     monkeypatch.setenv("GIT_CONFIG_KEY_1", "http.extraHeader")
     monkeypatch.setenv("GIT_CONFIG_VALUE_1", "X-Operator: yes")
-    gitops.use_credentials(token="a-token")
+    credentials = gitops.Credentials(token="a-token")
     repository = repository_with_origin(tmp_path / "repository", "http://127.0.0.1:9/repo.git")
-    listed = gitops.git(repository, "config", "--get-all", "http.extraHeader").stdout
+    listed = gitops.git(
+        repository, "config", "--get-all", "http.extraHeader", credentials=credentials
+    ).stdout
     assert listed.splitlines() == [
         "X-Operator: yes",
         "Authorization: Basic eC1hY2Nlc3MtdG9rZW46YS10b2tlbg==",
@@ -359,19 +354,18 @@ def test_a_token_still_authenticates_to_a_real_host_alongside_the_limits(
         log.append,
     ) as host:
         url = f"https://127.0.0.1:{host.address[1]}/org/platform.git"
-        gitops.use_credentials(token="tok-1")
-        clone = gitops.clone(url, "main", tmp_path / "clone")
+        remote = gitops.Remote(url, gitops.Credentials(token="tok-1"))
+        clone = remote.clone("main", tmp_path / "clone")
         assert gitops.git(clone, "config", "--get", "http.lowSpeedLimit").stdout.strip() == "1000"
         (clone / "pin.yaml").write_text("version: 2\n")
         author = gitops.Author("Test", "test@example.test")
         commit = gitops.commit(clone, ["pin.yaml"], "two", "", [], author)
-        assert gitops.push(clone, "HEAD:refs/heads/main")
+        assert remote.push(clone, "HEAD:refs/heads/main")
         landed = subprocess.run(
             ["git", "--git-dir", str(bare), "rev-parse", "main"], capture_output=True, text=True
         )
         assert landed.stdout.strip() == commit
         # The header is what authenticated: without it the same push is refused.
-        gitops.use_credentials()
         (clone / "pin.yaml").write_text("version: 3\n")
         gitops.commit(clone, ["pin.yaml"], "three", "", [], author)
         with pytest.raises(gitops.GitError):
@@ -386,8 +380,9 @@ def test_the_ssh_command_carries_the_limits_with_and_without_a_key(
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
     limits = "-o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
     assert gitops._environment()["GIT_SSH_COMMAND"] == f"ssh {limits}"
-    gitops.use_credentials(ssh_key_file=str(tmp_path / "key"))
-    keyed = gitops._environment()["GIT_SSH_COMMAND"]
+    keyed = gitops._environment(credentials=gitops.Credentials(ssh_key_file=str(tmp_path / "key")))[
+        "GIT_SSH_COMMAND"
+    ]
     assert keyed.startswith(f"ssh -i {tmp_path / 'key'} ") and keyed.endswith(limits)
     assert "BatchMode=yes" in keyed
 

@@ -4,6 +4,7 @@ of reprs. The server is the real one on loopback; raw sockets send what HTTP cli
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib
 import json
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import mlopsctl
-from mlopsctl import service, webhooks
+from mlopsctl import gitops, service, webhooks
 from mlopsctl.github import PullRequests
 from mlopsctl.promote import flows, landing
 from mlopsctl.registry import MlflowRegistry
@@ -327,7 +328,10 @@ def test_no_dataclass_in_mlopsctl_puts_a_secret_field_in_its_repr():
     assert {(name, attribute) for name, attribute, _repr in secret_fields} >= {
         ("Settings", "webhook_secret"),
         ("PullRequests", "token"),
-        ("MlflowRegistry", "authorization"),
+        ("Credentials", "token"),
+        ("Settings", "credentials"),
+        ("Landing", "credentials"),
+        ("Remote", "credentials"),
     }
     assert [entry for entry in secret_fields if entry[2]] == []
 
@@ -358,7 +362,17 @@ def test_the_github_token_is_not_in_the_repr_yet_authorises_requests(github: Git
     assert ("POST", f"/repos/{GITHUB_REPOSITORY}/pulls") in github.requests
 
 
-def test_the_mlflow_authorization_is_not_in_the_repr():
-    registry = MlflowRegistry("http://127.0.0.1:9", authorization="Bearer mlflow-secret-value")
-    assert "mlflow-secret-value" not in repr(registry)
-    assert registry.authorization == "Bearer mlflow-secret-value"
+def test_the_git_token_is_not_in_any_repr_yet_is_what_git_sends():
+    credentials = gitops.Credentials(token="git-secret-value", ssh_key_file="/keys/id")
+    remote = gitops.Remote("https://git.example.test/platform.git", credentials)
+    landing = flows.Landing(credentials=credentials)
+    for shown in (credentials, remote, landing):
+        assert "git-secret-value" not in repr(shown)
+        assert "git-secret-value" not in str(shown)
+    # MLflow's token is MLFLOW_TRACKING_TOKEN, read by MLflow's client: no field of ours holds it.
+    [(key, value)] = credentials.settings()
+    assert key == "http.extraHeader"
+    assert (
+        value
+        == "Authorization: Basic " + base64.b64encode(b"x-access-token:git-secret-value").decode()
+    )

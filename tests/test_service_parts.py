@@ -57,17 +57,20 @@ def recording_git_server() -> Iterator[tuple[str, list[str]]]:
 
     with serving(Handler) as url:
         yield f"{url}/platform.git", seen
-    gitops.use_credentials()
 
 
 def test_a_token_reaches_the_git_server_as_a_header_not_in_the_url(recording_git_server):
     url, seen = recording_git_server
-    gitops.use_credentials(token="s3cr3t-token")
-    completed = gitops.git_at("ls-remote", url, timeout_seconds=20)
+    credentials = gitops.Credentials(token="s3cr3t-token")
+    completed = gitops.git_at("ls-remote", url, timeout_seconds=20, credentials=credentials)
     assert completed.returncode != 0  # the stand-in refuses; what matters is what it was sent
     expected = "Basic " + base64.b64encode(b"x-access-token:s3cr3t-token").decode()
     assert expected in seen
     assert "s3cr3t-token" not in completed.stderr
+    assert "s3cr3t-token" not in repr(credentials)
+    # Carried by the call, not left behind: the next command without them sends no header.
+    gitops.git_at("ls-remote", url, timeout_seconds=20)
+    assert seen[-1] == ""
 
 
 def test_the_cli_takes_the_token_from_the_environment_as_the_service_does(
@@ -85,11 +88,10 @@ def test_the_cli_takes_the_token_from_the_environment_as_the_service_does(
 
 def test_an_ssh_key_file_is_used_without_prompts(tmp_path: Path):
     key = tmp_path / "key with space"
-    gitops.use_credentials(ssh_key_file=str(key), known_hosts_file=str(tmp_path / "known_hosts"))
-    try:
-        command = gitops._environment()["GIT_SSH_COMMAND"]
-        assert f"-i '{key}'" in command
-        assert "BatchMode=yes" in command and "StrictHostKeyChecking=yes" in command
-    finally:
-        gitops.use_credentials()
-    assert "GIT_SSH_COMMAND" not in gitops._CREDENTIALS
+    credentials = gitops.Credentials(
+        ssh_key_file=str(key), known_hosts_file=str(tmp_path / "known_hosts")
+    )
+    command = gitops._environment(credentials=credentials)["GIT_SSH_COMMAND"]
+    assert f"-i '{key}'" in command
+    assert "BatchMode=yes" in command and "StrictHostKeyChecking=yes" in command
+    assert f"-i '{key}'" not in gitops._environment().get("GIT_SSH_COMMAND", "")

@@ -20,7 +20,7 @@ import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlopsctl.errors import MlopsctlError
@@ -75,28 +75,35 @@ _QUIET_ENVIRONMENT = {
 }
 
 
-# Credentials for the remote, set once by the service (never written to disk or to the URL):
-# environment variables (the SSH command) and git settings (the HTTP header), kept apart
-# because git settings are merged with the others into one GIT_CONFIG_* list.
-_CREDENTIALS: dict[str, str] = {}
-_CREDENTIAL_SETTINGS: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class Credentials:
+    """How git authenticates to a remote: a token for HTTPS (sent as a header, never put in the
+    URL or on disk), or an SSH key file. Carried by the `Remote` that uses it, never module
+    state, so two remotes in one process cannot borrow each other's; never printed."""
 
+    token: str | None = field(default=None, repr=False)
+    ssh_key_file: str | None = None
+    known_hosts_file: str | None = None
 
-def use_credentials(
-    token: str | None = None, ssh_key_file: str | None = None, known_hosts_file: str | None = None
-) -> None:
-    """Authenticate git to the remote: a token for HTTPS, or an SSH key file."""
-    _CREDENTIALS.clear()
-    _CREDENTIAL_SETTINGS.clear()
-    if token:
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        _CREDENTIAL_SETTINGS.append(("http.extraHeader", f"Authorization: Basic {basic}"))
-    if ssh_key_file:
-        command = f"ssh -i {shlex.quote(ssh_key_file)} -o IdentitiesOnly=yes -o BatchMode=yes"
-        if known_hosts_file:
-            known_hosts = shlex.quote(known_hosts_file)
+    def settings(self) -> list[tuple[str, str]]:
+        """The git settings that carry the token."""
+        if not self.token:
+            return []
+        basic = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
+        return [("http.extraHeader", f"Authorization: Basic {basic}")]
+
+    def ssh_command(self) -> str | None:
+        """The SSH command that uses the key file, with the keepalive limits."""
+        if not self.ssh_key_file:
+            return None
+        command = f"ssh -i {shlex.quote(self.ssh_key_file)} -o IdentitiesOnly=yes -o BatchMode=yes"
+        if self.known_hosts_file:
+            known_hosts = shlex.quote(self.known_hosts_file)
             command += f" -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
-        _CREDENTIALS["GIT_SSH_COMMAND"] = f"{command} {_ssh_options()}"
+        return f"{command} {_ssh_options()}"
+
+
+NO_CREDENTIALS = Credentials()
 
 
 def _ssh_options() -> str:
@@ -132,7 +139,11 @@ def _inherited_settings(environment: Mapping[str, str]) -> list[tuple[str, str]]
     return settings
 
 
-def _environment(directory: Path | None = None, network: bool = True) -> dict[str, str]:
+def _environment(
+    directory: Path | None = None,
+    network: bool = True,
+    credentials: Credentials = NO_CREDENTIALS,
+) -> dict[str, str]:
     """What git runs with: quiet, bounded, authenticated.
 
     Git settings go in one GIT_CONFIG_* list, in increasing precedence: the transport limits,
@@ -141,14 +152,15 @@ def _environment(directory: Path | None = None, network: bool = True) -> dict[st
     settings = [
         *_transport_settings(),
         *_inherited_settings(environment),
-        *_CREDENTIAL_SETTINGS,
+        *credentials.settings(),
     ]
     environment["GIT_CONFIG_COUNT"] = str(len(settings))
     for index, (key, value) in enumerate(settings):
         environment[f"GIT_CONFIG_KEY_{index}"] = key
         environment[f"GIT_CONFIG_VALUE_{index}"] = value
-    if "GIT_SSH_COMMAND" in _CREDENTIALS:
-        environment["GIT_SSH_COMMAND"] = _CREDENTIALS["GIT_SSH_COMMAND"]
+    keyed = credentials.ssh_command()
+    if keyed is not None:
+        environment["GIT_SSH_COMMAND"] = keyed
     elif network and not _ssh_chosen_elsewhere(environment, directory):
         environment["GIT_SSH_COMMAND"] = f"ssh {_ssh_options()}"
     return environment
@@ -269,7 +281,10 @@ def _stop_group(process: subprocess.Popen[str]) -> None:
 
 
 def _run(
-    arguments: Sequence[str], directory: Path | None, timeout_seconds: float | None
+    arguments: Sequence[str],
+    directory: Path | None,
+    timeout_seconds: float | None,
+    credentials: Credentials = NO_CREDENTIALS,
 ) -> subprocess.CompletedProcess[str]:
     subcommand, positional = _subcommand(arguments)
     network = subcommand in NETWORK_COMMANDS
@@ -281,7 +296,7 @@ def _run(
     process = subprocess.Popen(
         command,
         cwd=directory,
-        env=_environment(directory, network),
+        env=_environment(directory, network, credentials),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -310,18 +325,24 @@ def _run(
 
 
 def git_at(
-    *arguments: str, timeout_seconds: float | None = None
+    *arguments: str,
+    timeout_seconds: float | None = None,
+    credentials: Credentials = NO_CREDENTIALS,
 ) -> subprocess.CompletedProcess[str]:
     """git run outside any repository (ls-remote), bounded in time (GitTimeout past it)."""
-    return _run(arguments, None, timeout_seconds)
+    return _run(arguments, None, timeout_seconds, credentials)
 
 
 def git(
-    directory: Path, *arguments: str, check: bool = True, timeout_seconds: float | None = None
+    directory: Path,
+    *arguments: str,
+    check: bool = True,
+    timeout_seconds: float | None = None,
+    credentials: Credentials = NO_CREDENTIALS,
 ) -> subprocess.CompletedProcess[str]:
     """git run in `directory`; network commands are bounded by the network deadline, local
     ones by a generous one, unless `timeout_seconds` says otherwise (GitTimeout past it)."""
-    completed = _run(arguments, directory, timeout_seconds)
+    completed = _run(arguments, directory, timeout_seconds, credentials)
     if check and completed.returncode != 0:
         reason = completed.stderr.strip() or completed.stdout.strip()
         raise GitError(f"git {' '.join(arguments[:2])} failed: {reason}")
@@ -335,7 +356,12 @@ class Author:
 
 
 def clone(
-    remote: str, branch: str, destination: Path, *, timeout_seconds: float | None = None
+    remote: str,
+    branch: str,
+    destination: Path,
+    *,
+    timeout_seconds: float | None = None,
+    credentials: Credentials = NO_CREDENTIALS,
 ) -> Path:
     """A full clone (history is read for rollbacks) of `branch` into `destination`."""
     completed = git(
@@ -349,6 +375,7 @@ def clone(
         str(destination),
         check=False,
         timeout_seconds=timeout_seconds,
+        credentials=credentials,
     )
     if completed.returncode != 0:
         raise GitError(
@@ -361,8 +388,22 @@ def head(directory: Path) -> str:
     return git(directory, "rev-parse", "HEAD").stdout.strip()
 
 
-def reset_to_remote(directory: Path, branch: str, *, timeout_seconds: float | None = None) -> None:
-    git(directory, "fetch", "--quiet", "origin", branch, timeout_seconds=timeout_seconds)
+def reset_to_remote(
+    directory: Path,
+    branch: str,
+    *,
+    timeout_seconds: float | None = None,
+    credentials: Credentials = NO_CREDENTIALS,
+) -> None:
+    git(
+        directory,
+        "fetch",
+        "--quiet",
+        "origin",
+        branch,
+        timeout_seconds=timeout_seconds,
+        credentials=credentials,
+    )
     git(directory, "reset", "--quiet", "--hard", f"origin/{branch}")
     git(directory, "clean", "--quiet", "-fd")
 
@@ -401,6 +442,7 @@ def push(
     force_with_lease: str | None = None,
     *,
     timeout_seconds: float | None = None,
+    credentials: Credentials = NO_CREDENTIALS,
 ) -> bool:
     """True when the push landed; False when the remote moved on (rejected as non-fast-forward).
 
@@ -408,7 +450,9 @@ def push(
     arguments = ["push", "--quiet", "--porcelain", "origin", refspec]
     if force_with_lease is not None:
         arguments.insert(1, f"--force-with-lease={force_with_lease}")
-    completed = git(directory, *arguments, check=False, timeout_seconds=timeout_seconds)
+    completed = git(
+        directory, *arguments, check=False, timeout_seconds=timeout_seconds, credentials=credentials
+    )
     if completed.returncode == 0:
         return True
     output = completed.stdout + completed.stderr
@@ -424,6 +468,40 @@ def push(
     ):
         return False
     raise GitError(f"git push {refspec} failed: {output.strip()}")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A git remote and the credentials that reach it. Every command that talks to it, in a
+    clone whose `origin` it is, goes through here with those credentials."""
+
+    url: str
+    credentials: Credentials = field(default=NO_CREDENTIALS, repr=False)
+
+    def __repr__(self) -> str:
+        # The URL's own user and password, if someone put them there, are not shown either.
+        return f"Remote({redacted(self.url)!r})"
+
+    def __str__(self) -> str:
+        return redacted(self.url)
+
+    def clone(self, branch: str, destination: Path) -> Path:
+        return clone(self.url, branch, destination, credentials=self.credentials)
+
+    def git(
+        self, clone_directory: Path, *arguments: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """git in a clone of this remote, with its credentials (fetch, ls-remote origin)."""
+        return git(clone_directory, *arguments, check=check, credentials=self.credentials)
+
+    def reset(self, clone_directory: Path, branch: str) -> None:
+        """The clone back on the remote's `branch`, as it is now."""
+        reset_to_remote(clone_directory, branch, credentials=self.credentials)
+
+    def push(
+        self, clone_directory: Path, refspec: str, force_with_lease: str | None = None
+    ) -> bool:
+        return push(clone_directory, refspec, force_with_lease, credentials=self.credentials)
 
 
 def file_at(directory: Path, revision: str, path: str) -> str | None:

@@ -53,7 +53,12 @@ class UnknownEnvironment(MlopsctlError):
     """The promoter is told to own an environment the branch's mlopsctl.yaml does not have."""
 
 
-def branch_config(remote: str, branch: str, environments: Collection[str] = ()) -> Config:
+def branch_config(
+    remote: str,
+    branch: str,
+    environments: Collection[str] = (),
+    credentials: gitops.Credentials = gitops.NO_CREDENTIALS,
+) -> Config:
     """mlopsctl.yaml as `branch` of `remote` holds it, refused unless it promotes to `branch`
     and has every one of `environments` (those the promoter owns).
 
@@ -78,6 +83,7 @@ def branch_config(remote: str, branch: str, environments: Collection[str] = ()) 
             remote,
             str(checkout),
             check=False,
+            credentials=credentials,
         )
         if completed.returncode != 0:
             raise gitops.GitError(
@@ -156,6 +162,8 @@ class Settings:
     # The environments whose pins this promoter writes: one writer per pin, so each promoter
     # is told which are its own and never reads the others'.
     environments: tuple[str, ...]
+    # How git authenticates to the remote (its token is never printed either).
+    credentials: gitops.Credentials = field(default=gitops.NO_CREDENTIALS, repr=False)
     interval_seconds: float = 60.0
     max_attempts: int = 20
     log: Callable[[str], None] = print
@@ -298,7 +306,12 @@ def ready(settings: Settings) -> tuple[bool, dict[str, str]]:
     checks: dict[str, str] = {}
     try:
         completed = gitops.git_at(
-            "ls-remote", "--heads", settings.remote, settings.branch, timeout_seconds=15
+            "ls-remote",
+            "--heads",
+            settings.remote,
+            settings.branch,
+            timeout_seconds=15,
+            credentials=settings.credentials,
         )
         checks["git"] = "ok" if completed.returncode == 0 else completed.stderr.strip()[:200]
     except subprocess.TimeoutExpired:
@@ -320,7 +333,11 @@ class Service:
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        landing = flows.Landing(max_attempts=self.settings.max_attempts, log=self.settings.log)
+        landing = flows.Landing(
+            max_attempts=self.settings.max_attempts,
+            log=self.settings.log,
+            credentials=self.settings.credentials,
+        )
         self.reconciler = Reconciler(self.settings, self.metrics, landing)
         settings = self.settings
         readiness = ReadinessCache(lambda: ready(settings), self.limits.readiness_cache_seconds)

@@ -246,24 +246,28 @@ def test_the_promoter_git_code_clones_and_pushes(
     """mlopsctl's own git functions (what the promoter and /readyz run) against the host."""
     for name, value in _environment(tmp_path, pki.authority.certificate).items():
         monkeypatch.setenv(name, value)
-    gitops.use_credentials(token=TOKEN)
-    try:
-        listed = gitops.git_at("ls-remote", "--heads", served.url, "main", timeout_seconds=15)
-        assert listed.returncode == 0, listed.stderr
-        clone = gitops.clone(served.url, "main", tmp_path / "promoter")
-        (clone / "pin.yaml").write_text("version: 8\n")
-        commit = gitops.commit(
-            clone,
-            ["pin.yaml"],
-            "Promote",
-            "",
-            [("Model", "iris@8")],
-            gitops.Author("mlopsctl", "mlopsctl@example.org"),
-        )
-        assert gitops.push(clone, "HEAD:refs/heads/main")
-        assert _head(bare) == commit
-    finally:
-        gitops.use_credentials()
+    remote = gitops.Remote(served.url, gitops.Credentials(token=TOKEN))
+    listed = gitops.git_at(
+        "ls-remote",
+        "--heads",
+        served.url,
+        "main",
+        timeout_seconds=15,
+        credentials=remote.credentials,
+    )
+    assert listed.returncode == 0, listed.stderr
+    clone = remote.clone("main", tmp_path / "promoter")
+    (clone / "pin.yaml").write_text("version: 8\n")
+    commit = gitops.commit(
+        clone,
+        ["pin.yaml"],
+        "Promote",
+        "",
+        [("Model", "iris@8")],
+        gitops.Author("mlopsctl", "mlopsctl@example.org"),
+    )
+    assert remote.push(clone, "HEAD:refs/heads/main")
+    assert _head(bare) == commit
 
 
 def test_an_unknown_repository_is_not_found(served: Served, pki: Pki, tmp_path: Path) -> None:

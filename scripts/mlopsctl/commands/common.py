@@ -129,10 +129,12 @@ def positive_integer(text: str) -> int:
 
 def landing(args: argparse.Namespace, remote: str) -> Landing:
     # The same credentials the service takes (workflows pass their token this way).
-    gitops.use_credentials(
-        os.environ.get("MLOPSCTL_GIT_TOKEN"), os.environ.get("MLOPSCTL_SSH_KEY_FILE")
+    credentials = gitops.Credentials(
+        os.environ.get("MLOPSCTL_GIT_TOKEN") or None,
+        os.environ.get("MLOPSCTL_SSH_KEY_FILE") or None,
     )
     return Landing(
+        credentials=credentials,
         dry_run=getattr(args, "dry_run", False),
         max_attempts=args.max_attempts,
         pull_requests=pull_requests_from_environment(remote),

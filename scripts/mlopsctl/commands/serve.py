@@ -125,13 +125,15 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.interval <= 0:
         raise MlopsctlError(f"--interval must be positive, not {args.interval:g}")
-    gitops.use_credentials(
-        os.environ.get(args.git_token_env), args.ssh_key_file, args.known_hosts_file
+    credentials = gitops.Credentials(
+        os.environ.get(args.git_token_env) or None, args.ssh_key_file, args.known_hosts_file
     )
     # A bad MLOPSCTL_GIT_TIMEOUT_SECONDS stops the start, not every pass after it.
     git_timeout_seconds = gitops.network_timeout_seconds()
     # Each pass reads the branch's mlopsctl.yaml again and checks both rules on it.
-    read_config = functools.partial(branch_config, environments=environments)
+    read_config = functools.partial(
+        branch_config, environments=environments, credentials=credentials
+    )
     try:
         read_config(args.remote, args.branch)
     except (BranchMismatch, UnknownEnvironment):
@@ -146,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         registry=MlflowRegistry(args.mlflow_uri),
         toolchain=toolchain.resolve(toolchain.default_tools_dir(None)),
         webhook_secret=secret,
+        credentials=credentials,
         environments=environments,
         interval_seconds=args.interval,
         max_attempts=args.max_attempts,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlopsctl import gitops, inventory
@@ -35,6 +35,8 @@ class Landing:
     max_attempts: int = 20
     pull_requests: PullRequests | None = None
     log: Callable[[str], None] = print
+    # How git authenticates to the remote (a token, an SSH key); none for a local path.
+    credentials: gitops.Credentials = field(default=gitops.NO_CREDENTIALS, repr=False)
 
 
 def run_edits(
@@ -53,9 +55,10 @@ def run_edits(
     policy merged to the branch applies from the next pass on) and `branch` names what to clone.
     `prepare` runs once on the clone before the first plan (a rollback moves its alias there).
     """
+    origin = gitops.Remote(remote, landing.credentials)
     with tempfile.TemporaryDirectory(prefix="mlopsctl-") as scratch:
-        clone = gitops.clone(
-            remote, config.promotion.branch if config else branch, Path(scratch) / "repository"
+        clone = origin.clone(
+            config.promotion.branch if config else branch, Path(scratch) / "repository"
         )
         if config is None:
             config = load_config(clone)
@@ -66,6 +69,7 @@ def run_edits(
             config,
             toolchain,
             lambda current: planner(current, bound_config),
+            origin,
             mlflow_url,
             landing.max_attempts,
             pull_requests=landing.pull_requests,

@@ -97,6 +97,9 @@ class Promoter:
     config: Config
     toolchain: Toolchain
     planner: Planner
+    # The remote the clone was made from, with its credentials: every fetch and push goes
+    # through it (the clone's `origin`).
+    remote: gitops.Remote
     mlflow_url: str = ""
     max_attempts: int = 20
     pull_requests: PullRequests | None = None
@@ -172,7 +175,7 @@ class Promoter:
         again.
         """
         try:
-            gitops.reset_to_remote(clone, self.config.promotion.branch)
+            self.remote.reset(clone, self.config.promotion.branch)
         except MlopsctlError as error:
             self.log(f"could not reset the clone to the remote's head: {error}")
 
@@ -240,7 +243,7 @@ class Promoter:
                 return [], plan
             applied, diff, findings = self._apply(clone, plan.edits)
             if findings:
-                gitops.reset_to_remote(clone, branch)
+                self.remote.reset(clone, branch)
                 return [
                     Outcome(
                         environment,
@@ -264,7 +267,7 @@ class Promoter:
             sha = gitops.commit(
                 clone, sorted({edit.file for edit in applied}), subject, body, trailers, author
             )
-            if gitops.push(clone, f"HEAD:refs/heads/{branch}"):
+            if self.remote.push(clone, f"HEAD:refs/heads/{branch}"):
                 return [
                     Outcome(
                         environment,
@@ -276,7 +279,7 @@ class Promoter:
                     )
                 ], plan
             self.log(f"{environment}: {branch} moved on; planning again from its new head")
-            gitops.reset_to_remote(clone, branch)
+            self.remote.reset(clone, branch)
             self._backoff(attempt)
             plan = self._replan(clone, environment)
         failure = Failure(
@@ -344,10 +347,9 @@ class Promoter:
         except MlopsctlError as error:
             self.log(f"could not check out {self.config.promotion.branch} again: {error}")
 
-    @staticmethod
-    def _promotion_branches(clone: Path) -> dict[str, str]:
+    def _promotion_branches(self, clone: Path) -> dict[str, str]:
         """Every mlopsctl branch on the remote and its commit, in one round trip."""
-        listing = gitops.git(clone, "ls-remote", "origin", "refs/heads/mlopsctl/*").stdout
+        listing = self.remote.git(clone, "ls-remote", "origin", "refs/heads/mlopsctl/*").stdout
         branches = {}
         for line in listing.splitlines():
             sha, _, ref = line.partition("\t")
@@ -388,7 +390,7 @@ class Promoter:
             if outcome is not None:
                 return outcome, plan
             self.log(f"{environment}: {branch} moved on; planning again from the new heads")
-            gitops.reset_to_remote(clone, base)
+            self.remote.reset(clone, base)
             self._backoff(attempt)
             branches.clear()
             branches.update(self._promotion_branches(clone))
@@ -456,7 +458,7 @@ class Promoter:
                 )
                 # The branch belongs to mlopsctl and is rebuilt from the base each time, but only
                 # over the head this plan saw: a newer proposal by another writer is not undone.
-                if not gitops.push(
+                if not self.remote.push(
                     clone,
                     f"HEAD:refs/heads/{branch}",
                     force_with_lease=f"refs/heads/{branch}:{remote_head}",
@@ -484,11 +486,11 @@ class Promoter:
         finally:
             gitops.git(clone, "checkout", "--quiet", "--force", base)
 
-    @staticmethod
-    def _holds(clone: Path, revision: str, files: set[str]) -> bool:
+    def _holds(self, clone: Path, revision: str, files: set[str]) -> bool:
         """Whether `revision` of the remote holds these files exactly as edited here."""
         # A branch deleted since it was listed cannot be fetched: then it holds nothing.
-        if gitops.git(clone, "fetch", "--quiet", "origin", revision, check=False).returncode:
+        fetched = self.remote.git(clone, "fetch", "--quiet", "origin", revision, check=False)
+        if fetched.returncode:
             return False
         return all(
             gitops.file_at(clone, revision, file) == (clone / file).read_text() for file in files
@@ -511,7 +513,7 @@ class Promoter:
                 branch, base, f"Withdrawn by mlopsctl: {reason}.", withdrawn_body
             )
         # Deleted only if nobody moved it since it was listed.
-        if not gitops.push(
+        if not self.remote.push(
             clone, f":refs/heads/{branch}", force_with_lease=f"refs/heads/{branch}:{remote_head}"
         ):
             return None  # another writer proposes something new there; the next pass decides
