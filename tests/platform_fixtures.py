@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,23 @@ def git(directory: Path, *arguments: str) -> str:
     return subprocess.run(
         ["git", *arguments], cwd=directory, check=True, capture_output=True, text=True
     ).stdout
+
+
+def commit_all(directory: Path, message: str) -> None:
+    """Commit everything in `directory` as a person would, bytes as they are (no CRLF fixes)."""
+    git(directory, "add", "--all")
+    git(
+        directory,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.test",
+        "-c",
+        "core.autocrlf=false",
+        "commit",
+        "-qm",
+        message,
+    )
 
 
 _names = itertools.count()
@@ -49,6 +67,26 @@ class Platform:
             *extra,
         )
 
+    def commit_and_push(self, message: str) -> None:
+        """The checkout's changes committed and pushed to the remote's main."""
+        commit_all(self.checkout, message)
+        git(self.checkout, "push", "--quiet", str(self.remote), "HEAD:main")
+
+    def promote_argv(self, mlflow_url: str, environment: str) -> list[str]:
+        """`mlopsctl promote --env ENVIRONMENT` as another process runs it."""
+        return [
+            str(Path(sys.executable).parent / "mlopsctl"),
+            "promote",
+            "--repo",
+            str(self.checkout),
+            "--remote",
+            str(self.remote),
+            "--mlflow-uri",
+            mlflow_url,
+            "--env",
+            environment,
+        ]
+
     def pin(self, environment: str, branch: str = "main") -> str:
         text = self.show(f"overlays/{environment}/model-server/kustomization.yaml", branch)
         return text.split(f"models:/{self.model}/")[1].split()[0]
@@ -61,17 +99,7 @@ def platform(platform_copy: Path) -> Platform:
     for path in platform_copy.glob("overlays/*/*/kustomization.yaml"):
         path.write_text(path.read_text().replace("iris-classifier", model))
     git(platform_copy, "init", "--quiet", "--initial-branch=main")
-    git(platform_copy, "add", ".")
-    git(
-        platform_copy,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.test",
-        "commit",
-        "-qm",
-        "platform",
-    )
+    commit_all(platform_copy, "platform")
     remote = platform_copy.parent / "remote.git"
     git(platform_copy.parent, "clone", "--quiet", "--bare", str(platform_copy), str(remote))
     return Platform(platform_copy, remote, model)

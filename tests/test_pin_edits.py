@@ -22,7 +22,7 @@ from mlopsctl.promote.flows import Landing, run_edits
 from mlopsctl.promote.plan import Plan
 from mlopsctl.registry import ModelVersion
 from tests.conftest import MINIMAL_CONFIG, TOOLS_DIR, write_tree
-from tests.platform_fixtures import Platform, git
+from tests.platform_fixtures import Platform
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 LOCAL_MODEL_SERVER = "overlays/local/model-server/kustomization.yaml"
@@ -131,7 +131,7 @@ def test_the_promotion_path_refuses_stacked_markers_and_commits_nothing(cli, pla
     path.write_text(
         text.replace(marker, f"      # mlopsctl: model {platform.model}@champion\n" + marker)
     )
-    commit_and_push(platform, "stack two markers")
+    platform.commit_and_push("stack two markers")
     before = platform.log()
     result = set_local_model_server_tag(cli, platform, "0.2.0")
     assert result.exit_code != 0
@@ -159,23 +159,6 @@ def set_local_model_server_tag(cli: Any, platform: Platform, tag: str) -> Any:
 # Defect 5: CRLF files keep every byte but the value.
 
 
-def commit_and_push(platform: Platform, message: str) -> None:
-    git(platform.checkout, "add", ".")
-    git(
-        platform.checkout,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.test",
-        "-c",
-        "core.autocrlf=false",
-        "commit",
-        "-qm",
-        message,
-    )
-    git(platform.checkout, "push", "--quiet", str(platform.remote), "main")
-
-
 def remote_bytes(platform: Platform, path: str) -> bytes:
     """The file on the remote's main, byte for byte (no newline translation on the way)."""
     return subprocess.run(
@@ -187,7 +170,7 @@ def with_crlf(platform: Platform) -> bytes:
     path = platform.checkout / LOCAL_MODEL_SERVER
     original = path.read_bytes().replace(b"\n", b"\r\n")
     path.write_bytes(original)
-    commit_and_push(platform, "CRLF line endings")
+    platform.commit_and_push("CRLF line endings")
     assert remote_bytes(platform, LOCAL_MODEL_SERVER) == original
     return original
 

@@ -6,9 +6,7 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -35,17 +33,7 @@ def start_pinned_at(platform: Platform, version: str) -> None:
         path.write_text(
             re.sub(rf"models:/{platform.model}/[0-9]+", f"models:/{platform.model}/{version}", text)
         )
-    git(
-        platform.checkout,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.test",
-        "commit",
-        "-qam",
-        f"pinned at v{version}",
-    )
-    git(platform.checkout, "push", "--quiet", str(platform.remote), "main")
+    platform.commit_and_push(f"pinned at v{version}")
 
 
 def test_the_first_promotion_moves_a_pin_of_0_and_never_asks_mlflow_for_version_0(
@@ -331,18 +319,7 @@ def test_status_of_a_pin_to_a_deleted_version(cli, platform, mlflow_server):
 def test_a_killed_run_leaves_nothing_half_done(platform, mlflow_server, kill_after_seconds):
     mlflow_server.register(platform.model, {"accuracy": 0.9})
     second = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
-    command = [
-        str(Path(sys.executable).parent / "mlopsctl"),
-        "promote",
-        "--repo",
-        str(platform.checkout),
-        "--remote",
-        str(platform.remote),
-        "--mlflow-uri",
-        mlflow_server.url,
-        "--env",
-        "local",
-    ]
+    command = platform.promote_argv(mlflow_server.url, "local")
     victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(kill_after_seconds)
     os.kill(victim.pid, signal.SIGKILL)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,18 +81,7 @@ def promote_in_another_process(
 ) -> None:
     """Another writer (a second promoter, the scheduled workflow) runs to completion."""
     subprocess.run(
-        [
-            str(Path(sys.executable).parent / "mlopsctl"),
-            "promote",
-            "--repo",
-            str(platform.checkout),
-            "--remote",
-            str(platform.remote),
-            "--mlflow-uri",
-            server.url,
-            "--env",
-            environment,
-        ],
+        platform.promote_argv(server.url, environment),
         check=check,
         capture_output=True,
     )
@@ -172,22 +159,7 @@ def add_second_model(
     else:
         text += lines
     path.write_text(text)
-    commit_and_push(platform, "second model")
-
-
-def commit_and_push(platform: Platform, message: str) -> None:
-    git(platform.checkout, "add", ".")
-    git(
-        platform.checkout,
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.test",
-        "commit",
-        "-qm",
-        message,
-    )
-    git(platform.checkout, "push", "--quiet", str(platform.remote), "HEAD:main")
+    platform.commit_and_push("second model")
 
 
 def test_a_failed_read_for_one_model_does_not_stop_the_others(
@@ -341,7 +313,7 @@ def set_pin_in_file(platform: Platform, file: str, version: str) -> None:
             path.read_text(),
         )
     )
-    commit_and_push(platform, f"{file} at v{version}")
+    platform.commit_and_push(f"{file} at v{version}")
 
 
 def test_a_model_still_moving_in_another_file_keeps_its_pull_request(
@@ -506,7 +478,7 @@ def bind_staging_to_locals_registry(platform: Platform) -> None:
     staging = text.index("    staging:\n      mode: pull-request")
     text = text[:staging] + text[staging:].replace("registry: staging", "registry: local", 1)
     path.write_text(text)
-    commit_and_push(platform, "staging follows local's registry")
+    platform.commit_and_push("staging follows local's registry")
 
 
 def test_a_rollback_that_would_move_another_environment_is_refused_unless_asked(

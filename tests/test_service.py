@@ -24,6 +24,15 @@ SECRET = "a-webhook-secret-for-tests"
 MLOPSCTL = str(Path(sys.executable).parent / "mlopsctl")
 
 
+def metric_total(metrics_text: str, name: str) -> float:
+    """The sum of every sample of `name` (a prefix: a metric, or a metric and some labels)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
     started = time.monotonic()
     while time.monotonic() - started < seconds:

@@ -30,7 +30,7 @@ from tests.conftest import TOOLS_DIR
 from tests.github_standin import REPOSITORY as GITHUB_REPOSITORY
 from tests.github_standin import TOKEN as GITHUB_TOKEN
 from tests.github_standin import GitHubStandIn
-from tests.test_service import SECRET, signed, wait_for
+from tests.test_service import SECRET, metric_total, signed, wait_for
 
 EVENT = json.dumps(
     {
@@ -63,11 +63,7 @@ class InProcessPromoter:
 
     def metric(self, name: str) -> float:
         _status, text = self.get("/metrics")
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name) and not line.startswith("#")
-        )
+        return metric_total(text, name)
 
     def webhook_count(self, result: str) -> float:
         return self.metric(f'mlopsctl_webhook_requests_total{{result="{result}"}}')

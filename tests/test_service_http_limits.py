@@ -30,7 +30,7 @@ from mlopsctl.registry import MlflowRegistry
 from mlopsctl.toolchain import resolve
 from tests.conftest import TOOLS_DIR
 from tests.loopback import QuietHandler, serving
-from tests.test_service import SECRET, signed, wait_for
+from tests.test_service import SECRET, metric_total, signed, wait_for
 
 BODY_MARKER = "body-marker-that-must-not-be-logged"
 STALLED_CONNECTIONS = 100
@@ -56,11 +56,7 @@ class Running:
 
     def metric(self, name: str) -> float:
         _status, text = self.get("/metrics")
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name) and not line.startswith("#")
-        )
+        return metric_total(text, name)
 
 
 @pytest.fixture

@@ -50,14 +50,8 @@ def test_serve_refuses_a_branch_other_than_promotion_branch(
         environment["MLOPSCTL_BRANCH"] = "feature"
     else:
         arguments += ["--branch", "feature"]
-    process = subprocess.Popen(arguments, env=environment, stderr=subprocess.PIPE, text=True)
-    try:
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:  # it started serving: that is the defect
-            process.terminate()
-            process.communicate(timeout=30)
-    assert process.returncode == 2, stderr
+    exit_code, stderr = serve_until_it_exits(arguments, environment)
+    assert exit_code == 2, stderr
     assert "'feature'" in stderr and "'main'" in stderr and "promotion.branch" in stderr
     assert platform.log() == before  # the unreviewed commit never reached main
 
