@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlopsctl import registry
 from mlopsctl.cli import main
 from mlopsctl.toolchain import TOOLS_DIR_VARIABLE
 
@@ -28,6 +30,27 @@ def pinned_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     if not (TOOLS_DIR / "bin" / "kubectl").is_file():
         pytest.fail("the pinned tools are missing: run `make setup` (make test does it)")
     monkeypatch.setenv(TOOLS_DIR_VARIABLE, str(TOOLS_DIR))
+
+
+@pytest.fixture(autouse=True)
+def mlflow_http_settings_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's HTTP variables and what `mlopsctl.registry` remembers of them, put back together
+    after each test.
+
+    The registry sets these variables around each call and remembers what it wrote, so that it
+    never takes its own value for the operator's. A test's monkeypatch puts a variable back to
+    its value from before the test, which the registry no longer remembers writing: the next
+    test's registry would take it for the operator's (a leftover "0" retries made one test's
+    webhook create fail in another). No real process puts variables back behind its back.
+    """
+    for name in (registry.TIMEOUT_VARIABLE, registry.RETRIES_VARIABLE, registry.BACKOFF_VARIABLE):
+        value = os.environ.get(name)
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(registry, "_written", dict(registry._written))
+    monkeypatch.setattr(registry, "_operator_values", dict(registry._operator_values))
 
 
 @dataclass
