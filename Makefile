@@ -59,8 +59,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers: most tests wait on MLflow, git and kustomize processes. The tests that run the
+# platform here share one worker (tests/conftest.py groups them).
+PYTEST_WORKERS ?= 2
+
 test: setup lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m tests.benchmarks

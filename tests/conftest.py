@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,24 +32,31 @@ def pinned_tools(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def mlflow_http_settings_restored(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MLflow's HTTP variables and what `mlopsctl.registry` remembers of them, put back together
-    after each test.
+def mlflow_http_settings_of_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a fresh process would: none of MLflow's HTTP variables set and
+    nothing remembered by `mlopsctl.registry` of writing them; both come back after the test.
 
     The registry sets these variables around each call and remembers what it wrote, so that it
-    never takes its own value for the operator's. A test's monkeypatch puts a variable back to
-    its value from before the test, which the registry no longer remembers writing: the next
-    test's registry would take it for the operator's (a leftover "0" retries made one test's
-    webhook create fail in another). No real process puts variables back behind its back.
+    never takes its own value for the operator's. Carried from test to test, what one test's
+    monkeypatch put back (a value the registry no longer remembers writing) was taken for the
+    operator's by the next test's registry: a leftover "0" retries made a webhook create fail,
+    and a default of 4 attempts read as another number. No real process puts variables back
+    behind its own back.
     """
     for name in (registry.TIMEOUT_VARIABLE, registry.RETRIES_VARIABLE, registry.BACKOFF_VARIABLE):
-        value = os.environ.get(name)
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
-    monkeypatch.setattr(registry, "_written", dict(registry._written))
-    monkeypatch.setattr(registry, "_operator_values", dict(registry._operator_values))
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(registry, "_written", {})
+    monkeypatch.setattr(registry, "_operator_values", {})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (make test runs two workers), the tests that run the platform on this
+    machine (network namespaces, cgroups, its hosts' ports, the demo) stay on one worker, one
+    after another, as they would in a serial run."""
+    for item in items:
+        path = Path(str(item.path))
+        if "localrun" in path.parts or path.name == "test_demo.py":
+            item.add_marker(pytest.mark.xdist_group("platform-run"))
 
 
 @dataclass
