@@ -59,12 +59,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Two workers: most tests wait on MLflow, git and kustomize processes. The tests that run the
-# platform here share one worker (tests/conftest.py groups them).
+# The tests that run the platform on this machine (network namespaces, cgroups, the demo) run
+# first, on their own, as the platform would run on a quiet node; the rest then run on two
+# workers (most of them wait on MLflow, git and kustomize processes).
+PLATFORM_TESTS := tests/localrun tests/test_demo.py
 PYTEST_WORKERS ?= 2
 
 test: setup lint typecheck
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest $(PLATFORM_TESTS) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(addprefix --ignore=,$(PLATFORM_TESTS)) $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m tests.benchmarks

@@ -49,16 +49,6 @@ def mlflow_http_settings_of_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(registry, "_operator_values", {})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (make test runs two workers), the tests that run the platform on this
-    machine (network namespaces, cgroups, its hosts' ports, the demo) stay on one worker, one
-    after another, as they would in a serial run."""
-    for item in items:
-        path = Path(str(item.path))
-        if "localrun" in path.parts or path.name == "test_demo.py":
-            item.add_marker(pytest.mark.xdist_group("platform-run"))
-
-
 @dataclass
 class CliResult:
     exit_code: int
