@@ -54,9 +54,9 @@ class Platform:
         raw = git(self.remote, "log", "-1", "--format=%(trailers:unfold)", branch)
         return dict(line.split(": ", 1) for line in raw.strip().splitlines())
 
-    def command(self, cli: Any, name: str, mlflow_url: str, *extra: str) -> Any:
-        """`mlopsctl NAME` against this checkout, remote and MLflow, through main()."""
-        return cli(
+    def arguments(self, name: str, mlflow_url: str, *extra: str) -> list[str]:
+        """`mlopsctl NAME`'s arguments against this checkout, remote and MLflow."""
+        return [
             name,
             "--repo",
             str(self.checkout),
@@ -65,7 +65,11 @@ class Platform:
             "--mlflow-uri",
             mlflow_url,
             *extra,
-        )
+        ]
+
+    def command(self, cli: Any, name: str, mlflow_url: str, *extra: str) -> Any:
+        """`mlopsctl NAME` through main()."""
+        return cli(*self.arguments(name, mlflow_url, *extra))
 
     def commit_and_push(self, message: str) -> None:
         """The checkout's changes committed and pushed to the remote's main."""
@@ -74,18 +78,8 @@ class Platform:
 
     def promote_argv(self, mlflow_url: str, environment: str) -> list[str]:
         """`mlopsctl promote --env ENVIRONMENT` as another process runs it."""
-        return [
-            str(Path(sys.executable).parent / "mlopsctl"),
-            "promote",
-            "--repo",
-            str(self.checkout),
-            "--remote",
-            str(self.remote),
-            "--mlflow-uri",
-            mlflow_url,
-            "--env",
-            environment,
-        ]
+        mlopsctl = str(Path(sys.executable).parent / "mlopsctl")
+        return [mlopsctl, *self.arguments("promote", mlflow_url, "--env", environment)]
 
     def pin(self, environment: str, branch: str = "main") -> str:
         text = self.show(f"overlays/{environment}/model-server/kustomization.yaml", branch)

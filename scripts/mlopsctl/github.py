@@ -80,24 +80,25 @@ class PullRequests:
 
     def open_or_update(self, branch: str, base: str, title: str, body: str) -> str:
         """The URL of the one open pull request from `branch`, created or brought up to date."""
-        for attempt in range(2):
-            existing = self._from_branch(branch, base, "open")
-            if existing:
-                number = existing[-1].number
-                updated = self._call("PATCH", f"/pulls/{number}", {"title": title, "body": body})
-                return str(updated["html_url"])
+        existing = self._from_branch(branch, base, "open")
+        if not existing:
             try:
                 created = self._call(
                     "POST", "/pulls", {"title": title, "head": branch, "base": base, "body": body}
                 )
+                return str(created["html_url"])
             except GitHubError as error:
-                # 422: another writer opened it between the search and this request; the second
-                # round finds it and brings it up to date.
-                if error.status != 422 or attempt:
+                # 422: another writer opened it between the search and this request; found
+                # again, it is brought up to date like one found the first time.
+                if error.status != 422:
                     raise
-                continue
-            return str(created["html_url"])
-        raise AssertionError("unreachable: the second round returns or raises")
+                existing = self._from_branch(branch, base, "open")
+                if not existing:
+                    raise
+        updated = self._call(
+            "PATCH", f"/pulls/{existing[-1].number}", {"title": title, "body": body}
+        )
+        return str(updated["html_url"])
 
     def _from_branch(self, branch: str, base: str, state: str) -> list[PullRequest]:
         owner = self.repository.split("/")[0]

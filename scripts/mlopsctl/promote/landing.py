@@ -146,7 +146,10 @@ class Promoter:
                     failure = Failure(environment, "commit", str(error), error.exit_code)
                     environment_plan.failures.append(failure)
                     outcomes = [Outcome(environment, OutcomeKind.FAILED, [], str(failure))]
-                    self._recover(clone)
+                    self._recover(
+                        lambda: self.remote.reset(clone, self.config.promotion.branch),
+                        "reset the clone to the remote's head",
+                    )
                 report.outcomes.extend(outcomes)
                 landed.update(outcome.commit for outcome in outcomes if outcome.commit)
             else:
@@ -167,17 +170,16 @@ class Promoter:
             return False  # the planned head is gone from this clone: plan again
         return set(listing.stdout.split()) <= landed
 
-    def _recover(self, clone: Path) -> None:
-        """Put the clone back on the remote's head after a failed landing, if git can.
+    def _recover(self, action: Callable[[], object], what: str) -> None:
+        """Put the clone back in order after a failed landing, if git can.
 
         A failure to do so (the remote is down, which is often why the landing failed) must not
-        hide the landing's own error: the next environment's landing or the next pass resets
-        again.
+        hide the landing's own error: the next landing or the next pass puts it back again.
         """
         try:
-            self.remote.reset(clone, self.config.promotion.branch)
+            action()
         except MlopsctlError as error:
-            self.log(f"could not reset the clone to the remote's head: {error}")
+            self.log(f"could not {what}: {error}")
 
     def _replan(self, clone: Path, environment: str) -> Plan:
         return self.planner(clone).for_environment(environment)
@@ -317,7 +319,12 @@ class Promoter:
                 failure = Failure(policy.environment, key, str(error), error.exit_code)
                 failures.append(failure)
                 outcome = Outcome(policy.environment, OutcomeKind.FAILED, [], str(failure), key=key)
-                self._back_to_base(clone)
+                self._recover(
+                    lambda: gitops.git(
+                        clone, "checkout", "--quiet", "--force", self.config.promotion.branch
+                    ),
+                    f"check out {self.config.promotion.branch} again",
+                )
             outcomes.append(outcome)
         # A model is withdrawn only when every pin of it here is settled: one still moving,
         # refused or failed in another file keeps its pull request open.
@@ -339,13 +346,6 @@ class Promoter:
                 outcomes.append(withdrawn)
         plan.failures.extend(failure for failure in failures if failure not in plan.failures)
         return outcomes, plan
-
-    def _back_to_base(self, clone: Path) -> None:
-        """Leave a failed proposal's branch for the base, if git can (see `_recover`)."""
-        try:
-            gitops.git(clone, "checkout", "--quiet", "--force", self.config.promotion.branch)
-        except MlopsctlError as error:
-            self.log(f"could not check out {self.config.promotion.branch} again: {error}")
 
     def _promotion_branches(self, clone: Path) -> dict[str, str]:
         """Every mlopsctl branch on the remote and its commit, in one round trip."""
