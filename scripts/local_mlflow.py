@@ -115,7 +115,27 @@ WEBHOOK_ENVIRONMENT = {
 
 
 def start_server(directory: Path, backend_uri: str, port: int | None = None) -> MlflowServer:
-    port = port or free_port()
+    """An MLflow server that is ours: answering on its port, and holding that port itself.
+
+    A port picked free can be taken by another process before the server binds it (parallel
+    test workers pick ports at the same time): the server then exits with "address in use"
+    while the other process answers /health. Without a port given, a fresh one is tried.
+    """
+    attempts = 1 if port else 3
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_on(directory, backend_uri, port or free_port())
+        except PortTakenError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTakenError(RuntimeError):
+    pass
+
+
+def _start_on(directory: Path, backend_uri: str, port: int) -> MlflowServer:
     log = directory / "mlflow-server.log"
     command = [
         str(Path(sys.executable).parent / "mlflow"),
@@ -132,6 +152,7 @@ def start_server(directory: Path, backend_uri: str, port: int | None = None) -> 
         "--workers",
         "1",
     ]
+    log_start = log.stat().st_size if log.exists() else 0
     process = subprocess.Popen(
         command,
         stdout=log.open("ab"),
@@ -142,14 +163,56 @@ def start_server(directory: Path, backend_uri: str, port: int | None = None) -> 
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return MlflowServer(url, backend_uri, process, log)
-        except OSError:
-            time.sleep(0.5)
+            output = log.read_bytes()[log_start:].decode(errors="replace")
+            if "address already in use" in output.lower():
+                raise PortTakenError(f"port {port} was taken before mlflow server bound it")
+            raise RuntimeError(f"mlflow server exited: {output[-2000:]}")
+        if listens_on(process.pid, port):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    return MlflowServer(url, backend_uri, process, log)
+            except OSError:
+                pass
+        time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"mlflow server did not answer within {SERVER_START_SECONDS} s")
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` or one of its descendants holds the listening socket on `port`."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                columns = row.split()
+                local_port = int(columns[1].rsplit(":", 1)[1], 16)
+                if local_port == port and columns[3] == "0A":  # 0A: LISTEN
+                    sockets.add(f"socket:[{columns[9]}]")
+    if not sockets:
+        return False
+    for process in {pid} | _descendants(pid):
+        with contextlib.suppress(OSError):
+            for descriptor in Path(f"/proc/{process}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if str(descriptor.readlink()) in sockets:
+                        return True
+    return False
+
+
+def _descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # The command name in parentheses may hold spaces: the fields follow its ")".
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
 
 def stop_server(server: MlflowServer) -> None:

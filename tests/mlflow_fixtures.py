@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from local_mlflow import MlflowServer, free_port, start_server, stop_server
+from local_mlflow import MlflowServer, PortTakenError, free_port, start_server, stop_server
 
-__all__ = ["MlflowServer", "free_port", "start_server", "stop_server"]
+__all__ = ["MlflowServer", "PortTakenError", "free_port", "start_server", "stop_server"]
 
 
 class PostgresCluster:

@@ -16,6 +16,7 @@ blackhole route for the whole /16 keeps anything in it from leaving through the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import json
@@ -418,23 +419,30 @@ def connect_inside(namespace_path: str, address: tuple[str, int], timeout: float
 class PortForward:
     """`kubectl port-forward`: a listener on the host's loopback whose connections are made
     inside a pod's namespace to its 127.0.0.1:PORT. `pick` chooses the pod for each connection
-    (a ready pod of the Service), so a restarted pod is followed."""
+    (a ready pod of the Service), so a restarted pod is followed.
+
+    Like kubectl, it listens on both loopbacks, 127.0.0.1 and ::1, on one port: its URLs say
+    `localhost`, which clients try as ::1 first, and another program listening on ::1 at that
+    port would otherwise answer in its place."""
 
     def __init__(self, local_port: int, pick: Callable[[], str | None], remote_port: int) -> None:
         self.pick = pick
         self.remote_port = remote_port
-        self.listener = socket.create_server(("127.0.0.1", local_port), reuse_port=False)
-        self.local_port = int(self.listener.getsockname()[1])
+        self.listeners = _loopback_listeners(local_port)
+        self.local_port = int(self.listeners[0].getsockname()[1])
         self._closed = threading.Event()
-        self._thread = threading.Thread(
-            target=self._accept, name=f"port-forward-{self.local_port}", daemon=True
-        )
-        self._thread.start()
+        for listener in self.listeners:
+            threading.Thread(
+                target=self._accept,
+                args=(listener,),
+                name=f"port-forward-{self.local_port}",
+                daemon=True,
+            ).start()
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while not self._closed.is_set():
             try:
-                client, _ = self.listener.accept()
+                client, _ = listener.accept()
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
@@ -453,8 +461,26 @@ class PortForward:
 
     def close(self) -> None:
         self._closed.set()
-        with contextlib.suppress(OSError):
-            self.listener.close()
+        for listener in self.listeners:
+            with contextlib.suppress(OSError):
+                listener.close()
+
+
+def _loopback_listeners(port: int) -> list[socket.socket]:
+    """Listeners on 127.0.0.1 and ::1 at one port (any free one for 0); IPv4 alone where the
+    machine has no IPv6 loopback, or where a port asked for by number is taken on ::1."""
+    for _attempt in range(8 if port == 0 else 1):
+        ipv4 = socket.create_server(("127.0.0.1", port), reuse_port=False)
+        chosen = int(ipv4.getsockname()[1])
+        try:
+            ipv6 = socket.create_server(("::1", chosen), family=socket.AF_INET6, reuse_port=False)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE and port == 0:
+                ipv4.close()  # another port, free on both
+                continue
+            return [ipv4]
+        return [ipv4, ipv6]
+    raise OSError(errno.EADDRINUSE, "no port free on both 127.0.0.1 and ::1 after 8 tries")
 
 
 def _splice(first: socket.socket, second: socket.socket) -> None:
