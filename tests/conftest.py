@@ -49,6 +49,29 @@ def mlflow_http_settings_of_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(registry, "_operator_values", {})
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `--dist loadgroup` (make test runs three workers), the tests that run the platform on
+    this machine (network namespaces, cgroups, its hosts' ports, the demo) go to one worker, one
+    after another, as in a serial run; every other test is a unit of its own for the others.
+
+    Grouped by path here, not by xdist's `xdist_group` mark: xdist 3.8 groups by rewriting
+    `item._nodeid`, which pytest 9.2 no longer reads, so the mark silently split the group and
+    two workers each started a platform (one then found none of the other's model versions).
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PlatformRunTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path.startswith("tests/localrun/") or path == "tests/test_demo.py":
+                return "platform-run"
+            return nodeid
+
+    return PlatformRunTogether(config, log)
+
+
 @dataclass
 class CliResult:
     exit_code: int
