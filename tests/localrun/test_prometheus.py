@@ -542,6 +542,68 @@ def test_promtool_accepts_the_repositorys_rules(rendered: Rendered, tmp_path: Pa
     prometheus.check_rules(write_rule_files(files, tmp_path), promtool=PROMTOOL)
 
 
+RULE_TESTS = REPOSITORY / "tests" / "rules"
+
+
+def promtool_test_rules(files: dict[str, str], directory: Path) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` over every unit-test file in tests/rules, beside the rendered rules."""
+    write_rule_files(files, directory)
+    tests = []
+    for source in sorted(RULE_TESTS.glob("*.test.yaml")):
+        shutil.copy(source, directory / source.name)
+        tests.append(source.name)
+    return subprocess.run(
+        [PROMTOOL, "test", "rules", *tests],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_every_alert_has_unit_tests_that_fire_it_and_that_do_not(rendered: Rendered):
+    files = prometheus_config.rule_files(rendered.bodies("PrometheusRule"))
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    tested_files: set[str] = set()
+    for path in RULE_TESTS.glob("*.test.yaml"):
+        document = yaml.safe_load(path.read_text())
+        tested_files.update(document["rule_files"])
+        for case in document["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (fired if check["exp_alerts"] else quiet).add(check["alertname"])
+    alerts = {
+        rule["alert"]
+        for text in files.values()
+        for group in yaml.safe_load(text)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    assert tested_files == set(files), "each rendered rule file has its unit tests"
+    assert alerts - fired == set(), "alerts no unit test expects to fire"
+    assert alerts - quiet == set(), "alerts no unit test expects to stay quiet"
+
+
+def test_the_alert_rules_pass_their_promtool_unit_tests(rendered: Rendered, tmp_path: Path):
+    files = prometheus_config.rule_files(rendered.bodies("PrometheusRule"))
+    result = promtool_test_rules(files, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_the_unit_tests_catch_a_rule_that_waits_too_long(rendered: Rendered, tmp_path: Path):
+    rule = rendered.one("PrometheusRule", "model-server")
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "10m"
+    others = [body for body in rendered.bodies("PrometheusRule") if body is not rule]
+    files = prometheus_config.rule_files(
+        [rule, *[b for b in others if b["metadata"]["name"] != "model-server"]]
+    )
+    result = promtool_test_rules(files, tmp_path)
+    assert result.returncode != 0
+    assert "ModelServerUnavailable" in result.stdout + result.stderr
+
+
 def test_promtool_refuses_a_broken_rule_naming_file_and_prometheusrule(
     rendered: Rendered, tmp_path: Path
 ):
