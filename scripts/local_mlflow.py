@@ -125,14 +125,10 @@ def start_server(directory: Path, backend_uri: str, port: int | None = None) -> 
     test workers pick ports at the same time): the server then exits with "address in use"
     while the other process answers /health. Without a port given, a fresh one is tried.
     """
-    attempts = 1 if port else 3
-    for attempt in range(1, attempts + 1):
-        try:
-            return _start_on(directory, backend_uri, port or free_port())
-        except PortTakenError:
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
+    for _retry in range(0 if port else 2):
+        with contextlib.suppress(PortTakenError):
+            return _start_on(directory, backend_uri, free_port())
+    return _start_on(directory, backend_uri, port or free_port())
 
 
 class PortTakenError(RuntimeError):
@@ -171,12 +167,13 @@ def _start_on(directory: Path, backend_uri: str, port: int) -> MlflowServer:
             if "address already in use" in output.lower():
                 raise PortTakenError(f"port {port} was taken before mlflow server bound it")
             raise RuntimeError(f"mlflow server exited: {output[-2000:]}")
-        if listens_on(process.pid, port):
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
+        # /health first: the scan of /proc runs only once something answers on the port.
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                if listens_on(process.pid, port):
                     return MlflowServer(url, backend_uri, process, log)
-            except OSError:
-                pass
+        except OSError:
+            pass
         time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"mlflow server did not answer within {SERVER_START_SECONDS} s")

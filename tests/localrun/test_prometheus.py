@@ -595,10 +595,12 @@ def test_the_alert_rules_pass_their_promtool_unit_tests(rendered: Rendered, tmp_
 def test_the_unit_tests_catch_a_rule_that_waits_too_long(rendered: Rendered, tmp_path: Path):
     rule = rendered.one("PrometheusRule", "model-server")
     rule["spec"]["groups"][0]["rules"][0]["for"] = "10m"
-    others = [body for body in rendered.bodies("PrometheusRule") if body is not rule]
-    files = prometheus_config.rule_files(
-        [rule, *[b for b in others if b["metadata"]["name"] != "model-server"]]
-    )
+    others = [
+        body
+        for body in rendered.bodies("PrometheusRule")
+        if body["metadata"]["name"] != "model-server"
+    ]
+    files = prometheus_config.rule_files([rule, *others])
     result = promtool_test_rules(files, tmp_path)
     assert result.returncode != 0
     assert "ModelServerUnavailable" in result.stdout + result.stderr
