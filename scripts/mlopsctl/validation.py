@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from mlopsctl import argocd, policies, topology
+from mlopsctl import argocd, policies, topology, wave_order
 from mlopsctl.config import Config
 from mlopsctl.findings import Finding
 from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots, walk_tree
@@ -202,6 +202,9 @@ def validate(
                 is_cluster_scoped,
             ),
             topology.check_topology(states, config),
+            wave_order.check_wave_order(
+                states, config, lambda relative: _read_text(repository / relative)
+            ),
         ):
             if problem.resource is None:
                 report.findings.append(
@@ -214,6 +217,13 @@ def validate(
 
     report.findings = sorted(set(report.findings))
     return report
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _root_state(result: RenderResult) -> argocd.RootState:
