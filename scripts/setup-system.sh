@@ -4,9 +4,10 @@
 # PATH as `chromium` counts (GitHub's Ubuntu runners ship one; Ubuntu's package is a snap stub).
 set -euo pipefail
 
-# postgresql, prometheus (with promtool), nftables, iproute2 and openssl: the local run of the
+# postgresql, prometheus (with promtool), prometheus-alertmanager (amtool checks the receivers'
+# routing), nftables, iproute2 and openssl: the local run of the
 # platform (network namespaces, NetworkPolicies as nftables rules, a private CA for its git host).
-packages=(git ca-certificates postgresql chromium prometheus nftables iproute2 openssl)
+packages=(git ca-certificates postgresql chromium prometheus prometheus-alertmanager nftables iproute2 openssl)
 
 missing=()
 for package in "${packages[@]}"; do
