@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,12 @@ SERVER_ENVIRONMENT = {
 }
 
 
-def start_server(directory: Path, backend_uri: str, port: int | None = None) -> MlflowServer:
+def start_server(
+    directory: Path,
+    backend_uri: str,
+    port: int | None = None,
+    extra_arguments: Sequence[str] = (),
+) -> MlflowServer:
     """An MLflow server that is ours: answering on its port, and holding that port itself.
 
     A port picked free can be taken by another process before the server binds it (parallel
@@ -127,15 +133,17 @@ def start_server(directory: Path, backend_uri: str, port: int | None = None) -> 
     """
     for _retry in range(0 if port else 2):
         with contextlib.suppress(PortTakenError):
-            return _start_on(directory, backend_uri, free_port())
-    return _start_on(directory, backend_uri, port or free_port())
+            return _start_on(directory, backend_uri, free_port(), extra_arguments)
+    return _start_on(directory, backend_uri, port or free_port(), extra_arguments)
 
 
 class PortTakenError(RuntimeError):
     pass
 
 
-def _start_on(directory: Path, backend_uri: str, port: int) -> MlflowServer:
+def _start_on(
+    directory: Path, backend_uri: str, port: int, extra_arguments: Sequence[str]
+) -> MlflowServer:
     log = directory / "mlflow-server.log"
     command = [
         str(Path(sys.executable).parent / "mlflow"),
@@ -151,6 +159,7 @@ def _start_on(directory: Path, backend_uri: str, port: int) -> MlflowServer:
         str(directory / "artifacts"),
         "--workers",
         "1",
+        *extra_arguments,
     ]
     log_start = log.stat().st_size if log.exists() else 0
     process = subprocess.Popen(
