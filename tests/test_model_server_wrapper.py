@@ -1,7 +1,9 @@
 """images/model-server/serve.py, the model server's entry point, run as the Deployment runs it.
 
 A pin of version 0 (nothing promoted yet) gets a ready placeholder whose /invocations answers
-503 NO_MODEL_PROMOTED; a real version gets the real `mlflow models serve`, exec'd in its place.
+503 NO_MODEL_PROMOTED; a real version gets MLflow's own scoring app, loaded from the registry.
+Both answer /metrics: prediction requests by status, latency and errors, labelled with the model
+and the version served.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPOSITORY
 from tests.mlflow_fixtures import MlflowServer, free_port
@@ -50,6 +53,22 @@ def request(url: str, body: bytes | None = None, timeout: float = 5) -> tuple[in
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample /metrics answers, by (name, labels)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def labels(**values: str) -> frozenset[tuple[str, str]]:
+    return frozenset(values.items())
 
 
 def wait_until_ready(url: str, seconds: float, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -109,8 +128,8 @@ def placeholder(model: str, log: Path) -> Iterator[str]:
 def test_a_pin_of_version_0_serves_a_ready_placeholder(tmp_path: Path):
     port = free_port()
     started = time.monotonic()
-    # No MLflow anywhere: the placeholder must not need one. Unknown options pass through.
-    arguments = [*deployment_arguments("models:/iris-classifier/0", port), "--workers", "2"]
+    # No MLflow anywhere: the placeholder must not need one.
+    arguments = [*deployment_arguments("models:/iris-classifier/0", port), "--workers", "1"]
     with serving(arguments, tmp_path / "serve.log") as (url, process):
         ready_after = time.monotonic() - started
         for path in ("/ping", "/health"):
@@ -130,7 +149,13 @@ def test_a_pin_of_version_0_serves_a_ready_placeholder(tmp_path: Path):
             "message": "No version of iris-classifier has been promoted to this environment "
             "yet: train one and move the alias it follows; the promoter then pins it.",
         }
-        assert request(f"{url}/metrics")[0] == 404
+        served = labels(model="iris-classifier", version="0")
+        found = samples(url)
+        assert found[("model_server_model_info", served)] == 1
+        # The one prediction request: answered 503, a server error for the dashboards.
+        assert found[("model_server_requests_total", served | {("code", "503")})] == 1
+        assert found[("model_server_request_errors_total", served | {("code", "503")})] == 1
+        assert found[("model_server_request_duration_seconds_count", served)] == 1
         assert request(f"{url}/ping", b"{}")[0] == 404  # POST where only GET is served
         assert request(f"{url}/invocations")[0] == 404  # GET where only POST is served
 
@@ -157,32 +182,42 @@ def test_a_pin_of_version_0_serves_a_ready_placeholder(tmp_path: Path):
     assert "No version of iris-classifier is promoted to this environment yet" in log
 
 
-def test_a_real_version_execs_the_real_scoring_server(mlflow_server: MlflowServer, tmp_path: Path):
+def test_a_real_version_is_served_by_mlflows_scoring_app_with_metrics(
+    mlflow_server: MlflowServer, tmp_path: Path
+):
     model = "wrapper-model"
     version = mlflow_server.register(model, {"accuracy": 0.9})
     port = free_port()
     environment = {
         **os.environ,
         "MLFLOW_TRACKING_URI": mlflow_server.url,
-        # `mlflow` and the `uvicorn` it starts are found on PATH, as in the image.
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "HOME": str(tmp_path),
     }
     arguments = [*deployment_arguments(f"models:/{model}/{version}", port), "--workers=1"]
     started = time.monotonic()
-    with serving(arguments, tmp_path / "serve.log", environment, seconds=180) as (url, process):
+    with serving(arguments, tmp_path / "serve.log", environment, seconds=180) as (url, _process):
         ready_after = time.monotonic() - started
-        # Exec'd, not wrapped: the process the container started is now MLflow's CLI.
-        # The original arguments, untouched (the unknown --workers=1 too).
-        command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        assert b"serve.py" not in command_line
-        assert " ".join(["models", "serve", *arguments]).encode() in command_line, command_line
         body = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[1.0], [2.0]]}})
         status, answer = request(f"{url}/invocations", body.encode(), timeout=30)
         assert status == 200
         assert answer == {"predictions": [1, 1]}  # the registered DummyClassifier's answer
+        # MLflow's own answer to a body that is not JSON: a client error, not a server one.
+        status, answer = request(f"{url}/invocations", b"{not json", timeout=30)
+        assert status == 400
+        assert answer["error_code"] == "BAD_REQUEST"
         with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
             assert response.status == 200  # MLflow's own /ping, not the placeholder's JSON
+        with urllib.request.urlopen(f"{url}/version", timeout=5) as response:
+            assert response.read().decode() == "3.17.2"  # MLflow's /version: its own version
+        served = labels(model=model, version=str(version))
+        found = samples(url)
+    assert found[("model_server_model_info", served)] == 1
+    assert found[("model_server_requests_total", served | {("code", "200")})] == 1
+    assert found[("model_server_requests_total", served | {("code", "400")})] == 1
+    assert found[("model_server_request_errors_total", served | {("code", "500")})] == 0
+    assert found[("model_server_request_duration_seconds_count", served)] == 2
+    assert found[("process_resident_memory_bytes", frozenset())] > 0
     print(f"real scoring server ready after {ready_after:.1f} s")
 
 
@@ -192,6 +227,9 @@ def test_a_real_version_execs_the_real_scoring_server(mlflow_server: MlflowServe
         (["--host=127.0.0.1", "--port=8080"], "the following arguments are required"),
         (["--model-uri=models:/m/0", "--port=eighty"], "invalid int value: 'eighty'"),
         (["--model-uri=models:/m/3", "--port=70000"], "70000 is not a TCP port"),
+        (["--model-uri=models:/m/3", "--env-manager=conda"], "invalid choice: 'conda'"),
+        (["--model-uri=models:/m/3", "--workers=4"], "invalid choice: 4"),
+        (["--model-uri=models:/m/3", "--enable-mlserver"], "unrecognized arguments"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_reason(arguments: list[str], message: str):
@@ -208,13 +246,15 @@ def test_bad_arguments_exit_2_with_a_reason(arguments: list[str], message: str):
 
 
 def test_a_missing_mlflow_is_named(tmp_path: Path):
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "mlflow/__init__.py").write_text("raise ImportError('mlflow is broken here')\n")
     completed = subprocess.run(
         [sys.executable, str(SERVE), "--model-uri=models:/m/3", "--port=8080"],
         capture_output=True,
         text=True,
         check=False,
-        env={"PATH": str(tmp_path)},
-        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
+        timeout=60,
     )
     assert completed.returncode == 127
-    assert "cannot run mlflow models serve --model-uri=models:/m/3 --port=8080" in completed.stderr
+    assert "serve.py: cannot serve models:/m/3: mlflow is broken here" in completed.stderr

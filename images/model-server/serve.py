@@ -1,4 +1,4 @@
-"""The model server's entry point: `mlflow models serve` of the pinned version, or a placeholder.
+"""The model server's entry point: MLflow's scoring server for the pinned version, with metrics.
 
 A pin of version 0 (`models:/<name>/0`) means "no version has been promoted to this environment
 yet": MLflow numbers versions from 1, so 0 never names a real one. A new environment starts
@@ -8,10 +8,16 @@ port: /ping and /health answer 200 (the environment is healthy and waits for its
 promotion), /version names the model and version 0, and /invocations answers 503 with the error
 code NO_MODEL_PROMOTED, so a client can tell "nothing promoted yet" from "the server is broken".
 
-Any other URI replaces this process with `mlflow models serve` and the arguments exactly as
-given, so the real scoring server runs as the container's main process, as it did before.
+Any other URI is loaded once, at start, through the tracking server, and served by MLflow's own
+scoring app (`mlflow.pyfunc.scoring_server`: the endpoints, request timeout and answers of
+`mlflow models serve --env-manager local`) in this process under uvicorn. Around it, /metrics: the
+prediction requests by status, their latency and the server errors, labelled with the model and
+the version served, so a promotion shows on a dashboard as the line where the version changes.
+`mlflow models serve` has no /metrics, and MLServer (`--enable-mlserver`) labels its metrics with
+its own model name, not the registry's version, and cannot load `models:/` URIs itself.
 
-Only the standard library is used: the placeholder must start without the registry or MLflow.
+The placeholder needs only the standard library and prometheus_client: it must start without the
+registry or MLflow.
 """
 
 from __future__ import annotations
@@ -25,16 +31,32 @@ import socket
 import socketserver
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import FrameType
 from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 # What socketserver hands a TCP server's process_request (typeshed's spelling).
 Request = socket.socket | tuple[bytes, socket.socket]
 
 NO_MODEL_PROMOTED = "NO_MODEL_PROMOTED"
 NOTHING_PROMOTED_URI = re.compile(r"^models:/(?P<name>[^/@]+)/0$")
+PINNED_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+PREDICTIONS_PATH = "/invocations"
+METRICS_PATH = "/metrics"
+# From a few milliseconds (a small model, one row) to MLflow's request timeout (60 s).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # A few probes and a frontend: a handful of threads is plenty, and bounds what a flood can take.
 MAXIMUM_CONCURRENT_REQUESTS = 16
 SOCKET_TIMEOUT_SECONDS = 5
@@ -44,25 +66,31 @@ MAXIMUM_BODY_BYTES = 1 << 20
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
-    """The options `mlflow models serve` takes that the wrapper needs; others are left alone.
+    """The options of `mlflow models serve` this server honours.
 
-    Exits 2 with a message (argparse's convention) when they are missing or malformed.
+    Exits 2 with a message (argparse's convention) when one is missing, malformed, or one this
+    server does not honour (a silently ignored option would be worse).
     """
     parser = argparse.ArgumentParser(
         prog="serve.py",
         description="Serve the pinned model version, or a placeholder while none is promoted.",
-        # `-h` is --host, as for `mlflow models serve`; unknown options are passed through, so
-        # an abbreviation must not swallow one of them.
+        # `-h` is --host, as for `mlflow models serve`.
         add_help=False,
         allow_abbrev=False,
     )
     parser.add_argument("-m", "--model-uri", required=True)
     parser.add_argument("-h", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
-    parser.add_argument("--env-manager")
-    arguments, _passed_through = parser.parse_known_args(list(argv))
+    # The model's runtime is installed in the image: nothing is installed at start.
+    parser.add_argument("--env-manager", choices=["local"], default="local")
+    # One process: the metrics live in it (several workers would each count a part).
+    parser.add_argument("-w", "--workers", type=int, choices=[1], default=1)
+    parser.add_argument("-t", "--timeout", type=int, default=None)
+    arguments = parser.parse_args(list(argv))
     if not 0 < arguments.port < 65536:
         parser.error(f"argument -p/--port: {arguments.port} is not a TCP port (1-65535)")
+    if arguments.timeout is not None and arguments.timeout <= 0:
+        parser.error(f"argument -t/--timeout: {arguments.timeout} is not a number of seconds")
     return arguments
 
 
@@ -70,6 +98,61 @@ def nothing_promoted(model_uri: str) -> str | None:
     """The model's name when the URI pins version 0 (nothing promoted yet), else None."""
     match = NOTHING_PROMOTED_URI.match(model_uri)
     return match["name"] if match else None
+
+
+def model_labels(model_uri: str) -> tuple[str, str]:
+    """(model, version) of a pinned `models:/<name>/<version>` URI; the URI itself otherwise."""
+    match = PINNED_URI.match(model_uri)
+    return (match["name"], match["version"]) if match else (model_uri, "")
+
+
+class PredictionMetrics:
+    """Prediction requests, their latency and the server errors, labelled with what is served."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # memory, CPU, open files of this server
+        labels = ["model", "version"]
+        self.requests = Counter(
+            "model_server_requests",
+            "Prediction requests (/invocations) by HTTP status",
+            [*labels, "code"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "model_server_request_errors",
+            "Prediction requests the server failed (HTTP 5xx)",
+            [*labels, "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "model_server_request_duration_seconds",
+            "Time from a prediction request to its answer",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "model_server_model_info",
+            "The registered model version this server serves (always 1)",
+            labels,
+            registry=self.registry,
+        )
+        self.model, self.version = model, version
+        self.info.labels(model, version).set(1)
+        # Zeros from the start: a ratio or a rate has a value before the first request.
+        self.requests.labels(model, version, "200")
+        self.errors.labels(model, version, "500")
+        self.latency.labels(model, version)
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.requests.labels(self.model, self.version, str(status)).inc()
+        if status >= 500:
+            self.errors.labels(self.model, self.version, str(status)).inc()
+        self.latency.labels(self.model, self.version).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 def _json(document: dict[str, str | bool]) -> bytes:
@@ -127,14 +210,22 @@ class PlaceholderHandler(BaseHTTPRequestHandler):
             )
         elif path == "/version":
             self._answer(200, {"model": name, "version": "0", "promoted": False})
+        elif path == METRICS_PATH:
+            body = self.server.metrics.exposition()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         else:
             self._not_found()
 
     def do_POST(self) -> None:
         name = self.server.model_name
-        if self.path.split("?", 1)[0] != "/invocations":
+        if self.path.split("?", 1)[0] != PREDICTIONS_PATH:
             self._not_found()
             return
+        started = time.perf_counter()
         self._drain_body()
         self._answer(
             503,
@@ -144,6 +235,7 @@ class PlaceholderHandler(BaseHTTPRequestHandler):
                 "train one and move the alias it follows; the promoter then pins it.",
             },
         )
+        self.server.metrics.observe(503, time.perf_counter() - started)
 
     # Every other method is "anything else": 404, as the brief of the endpoints says.
     do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_found
@@ -151,7 +243,7 @@ class PlaceholderHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         # Probes come every few seconds: logging them would bury everything else.
         # A request that timed out before its request line has no path yet.
-        if getattr(self, "path", "").split("?", 1)[0] not in ("/ping", "/health"):
+        if getattr(self, "path", "").split("?", 1)[0] not in ("/ping", "/health", METRICS_PATH):
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
@@ -160,6 +252,7 @@ class PlaceholderServer(HTTPServer):
 
     def __init__(self, host: str, port: int, model_name: str) -> None:
         self.model_name = model_name
+        self.metrics = PredictionMetrics(model_name, "0")
         self._slots = threading.BoundedSemaphore(MAXIMUM_CONCURRENT_REQUESTS)
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -213,19 +306,86 @@ def serve_placeholder(host: str, port: int, model_name: str) -> None:
         server.server_close()
 
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class WithMetrics:
+    """An ASGI app around the scoring app: times and counts /invocations, answers /metrics."""
+
+    def __init__(self, app: App, metrics: PredictionMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+        elif scope["path"] == METRICS_PATH and scope["method"] in ("GET", "HEAD"):
+            body = self.metrics.exposition()
+            headers = [
+                (b"content-type", CONTENT_TYPE_LATEST.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send(
+                {"type": "http.response.body", "body": body if scope["method"] == "GET" else b""}
+            )
+        elif scope["path"] == PREDICTIONS_PATH:
+            started = time.perf_counter()
+            status = 500  # what the client gets when the app fails before answering
+
+            async def send_and_note(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_and_note)
+            finally:
+                self.metrics.observe(status, time.perf_counter() - started)
+        else:
+            await self.app(scope, receive, send)
+
+
+def serve_model(model_uri: str, host: str, port: int, timeout: int | None) -> int:
+    """Load the pinned version through the tracking server and serve it until SIGTERM."""
+    if timeout is not None:
+        os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(timeout)
+    try:
+        import uvicorn
+        from mlflow.pyfunc import scoring_server
+    except ImportError as error:
+        print(f"serve.py: cannot serve {model_uri}: {error}", file=sys.stderr)
+        return 127
+    model, version = model_labels(model_uri)
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "(no MLFLOW_TRACKING_URI)")
+    print(
+        f"serve.py: loading {model_uri} through {tracking_uri}",
+        file=sys.stderr,
+        flush=True,
+    )
+    loaded = scoring_server.load_model_with_mlflow_config(model_uri)  # type: ignore[no-untyped-call]
+    app = scoring_server.init(loaded)
+    uvicorn.run(
+        WithMetrics(app, PredictionMetrics(model, version)),
+        host=host,
+        port=port,
+        workers=1,
+        log_level="info",
+    )
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
     arguments = parse_arguments(argv)
     model_name = nothing_promoted(arguments.model_uri)
     if model_name is not None:
         serve_placeholder(arguments.host, arguments.port, model_name)
         return 0
-    command = ["mlflow", "models", "serve", *argv]
-    try:
-        os.execvp(command[0], command)
-    except OSError as error:
-        print(f"serve.py: cannot run {' '.join(command)}: {error}", file=sys.stderr)
-        return 127
-    return 0  # not reached: execvp replaced this process
+    return serve_model(arguments.model_uri, arguments.host, arguments.port, arguments.timeout)
 
 
 if __name__ == "__main__":

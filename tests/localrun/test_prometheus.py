@@ -23,7 +23,12 @@ from mlopsctl.localrun.model import ContainerPort, PodAddress, Service
 from tests.conftest import REPOSITORY
 from tests.loopback import QuietHandler, serving
 
-ROOTS = ("overlays/local/mlflow-tracking", "overlays/local/model-server")
+ROOTS = (
+    "overlays/local/mlflow-tracking",
+    "overlays/local/model-server",
+    "overlays/local/promoter",
+)
+RUNBOOK = "https://github.com/example-org/mlops-platform/blob/main/README.md#"
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 
@@ -105,8 +110,17 @@ def test_the_tracking_servers_monitor_scrapes_its_pods_as_the_rule_expects(rende
         [ready, starting, no_address_yet, model_server, elsewhere],
     )
 
-    [job] = jobs
-    assert job["job_name"] == "serviceMonitor/ml-platform/mlflow-tracking/0"
+    by_name = {job["job_name"]: job for job in jobs}
+    assert sorted(by_name) == [
+        f"serviceMonitor/ml-platform/{name}/0"
+        for name in ("mlflow-tracking", "model-server", "promoter")
+    ]
+    # Each monitor selects its own component's pods only (the promoter has none here).
+    assert set(targets_of(by_name["serviceMonitor/ml-platform/model-server/0"])) == {
+        "10.42.0.7:8080"
+    }
+    assert targets_of(by_name["serviceMonitor/ml-platform/promoter/0"]) == {}
+    job = by_name["serviceMonitor/ml-platform/mlflow-tracking/0"]
     assert job["scrape_interval"] == "30s"  # the manifest's own interval
     assert job["metrics_path"] == "/metrics"
     # Like the operator: every running pod behind the Service, ready or not (an unready pod is
@@ -503,7 +517,11 @@ def test_prometheus_yaml_holds_the_jobs_rules_and_extra_jobs():
 def test_rule_files_hold_each_prometheusrules_groups(rendered: Rendered):
     rules = rendered.bodies("PrometheusRule")
     files = prometheus_config.rule_files(rules)
-    assert sorted(files) == ["ml-platform-mlflow-tracking.yaml", "ml-platform-model-server.yaml"]
+    assert sorted(files) == [
+        "ml-platform-mlflow-tracking.yaml",
+        "ml-platform-model-server.yaml",
+        "ml-platform-promoter.yaml",
+    ]
     for body in rules:
         name = f"{body['metadata']['namespace']}-{body['metadata']['name']}.yaml"
         assert yaml.safe_load(files[name]) == {"groups": body["spec"]["groups"]}
@@ -583,6 +601,24 @@ def test_every_alert_has_unit_tests_that_fire_it_and_that_do_not(rendered: Rende
     assert tested_files == set(files), "each rendered rule file has its unit tests"
     assert alerts - fired == set(), "alerts no unit test expects to fire"
     assert alerts - quiet == set(), "alerts no unit test expects to stay quiet"
+
+
+def test_every_alert_says_what_to_do_and_links_its_runbook_in_the_readme(rendered: Rendered):
+    readme = (REPOSITORY / "README.md").read_text()
+    runbook = readme.split("### Runbook: alerts", 1)[1].split("\n### ", 1)[0]
+    alerts = [
+        rule
+        for body in rendered.bodies("PrometheusRule")
+        for group in body["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert len(alerts) >= 9
+    for rule in alerts:
+        annotations = rule["annotations"]
+        assert annotations["summary"].strip() and annotations["description"].strip()
+        assert annotations["runbook_url"] == RUNBOOK + rule["alert"].lower()
+        assert f"\n#### {rule['alert']}\n\n*{rule['labels']['severity']}*: " in runbook
 
 
 def test_the_alert_rules_pass_their_promtool_unit_tests(rendered: Rendered, tmp_path: Path):
