@@ -22,6 +22,7 @@ import yaml
 
 from mlopsctl.localrun import workloads
 from tests.chromium import page_text_and_screenshot
+from tests.dashboards import DASHBOARD_FILES, load, queries
 from tests.localrun.platform_run import (
     MODEL,
     RunningPlatform,
@@ -182,6 +183,30 @@ def test_the_first_promotion_rolls_the_model_server_and_the_frontend_shows_it(
     for name, state in containers(platform_run):
         assert (state.restarts, state.oom_kills) == (0, 0), (name, state)
         assert not state.probe_failures, (name, state.probe_failures)
+
+
+def test_every_dashboard_query_returns_series_from_the_running_platform(
+    platform_run: RunningPlatform,
+):
+    """After the first promotion and a prediction: the model server's, tracking server's,
+    promoter's and PostgreSQL's panels all draw something from the platform's real metrics."""
+    prometheus = platform_run.run.prometheus()
+    assert prometheus is not None
+    every_query = [
+        (f"{path.name}: {title}", expression)
+        for path in DASHBOARD_FILES
+        for title, expression in queries(load(path))
+    ]
+
+    def empty() -> list[str]:
+        return [where for where, expression in every_query if not prometheus.query(expression)]
+
+    deadline = time.monotonic() + 90
+    while empty() and time.monotonic() < deadline:
+        time.sleep(2)
+    assert empty() == []
+    version_served = prometheus.query("max by (model, version) (model_server_model_info)")
+    assert [labels["version"] for labels, _value in version_served] == ["1"]
 
 
 def _new_version_and_move(platform_run: RunningPlatform, alias: str = "challenger") -> str:

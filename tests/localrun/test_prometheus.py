@@ -27,6 +27,7 @@ ROOTS = (
     "overlays/local/mlflow-tracking",
     "overlays/local/model-server",
     "overlays/local/promoter",
+    "overlays/local/postgres",
 )
 RUNBOOK = "https://github.com/example-org/mlops-platform/blob/main/README.md#"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -112,8 +113,11 @@ def test_the_tracking_servers_monitor_scrapes_its_pods_as_the_rule_expects(rende
 
     by_name = {job["job_name"]: job for job in jobs}
     assert sorted(by_name) == [
-        f"serviceMonitor/ml-platform/{name}/0"
-        for name in ("mlflow-tracking", "model-server", "promoter")
+        "podMonitor/ml-platform/postgres/0",
+        *(
+            f"serviceMonitor/ml-platform/{name}/0"
+            for name in ("mlflow-tracking", "model-server", "promoter")
+        ),
     ]
     # Each monitor selects its own component's pods only (the promoter has none here).
     assert set(targets_of(by_name["serviceMonitor/ml-platform/model-server/0"])) == {
@@ -520,6 +524,7 @@ def test_rule_files_hold_each_prometheusrules_groups(rendered: Rendered):
     assert sorted(files) == [
         "ml-platform-mlflow-tracking.yaml",
         "ml-platform-model-server.yaml",
+        "ml-platform-postgres.yaml",
         "ml-platform-promoter.yaml",
     ]
     for body in rules:

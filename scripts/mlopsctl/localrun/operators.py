@@ -2,9 +2,11 @@
 
 - CloudNativePG: a `Cluster` becomes what the operator makes of it: one instance pod running
   PostgreSQL (Debian's server, standing in for the operator's image, run by the kubelet like
-  every pod: its own namespace, user, read-only root, cgroup, probes), the `-rw`/`-ro`/`-r`
-  Services, the storage claim, and the `<cluster>-app` Secret with the keys the operator writes
-  (username, password, dbname, host, port, pgpass, uri, jdbc-uri, fqdn-uri, fqdn-jdbc-uri).
+  every pod: its own namespace, user, read-only root, cgroup, probes) with its metrics on port
+  9187 (`metrics`, the operator's series names, from `cnpg_metrics.py` beside the server), the
+  `-rw`/`-ro`/`-r` Services, the storage claim, and the `<cluster>-app` Secret with the keys the
+  operator writes (username, password, dbname, host, port, pgpass, uri, jdbc-uri, fqdn-uri,
+  fqdn-jdbc-uri).
 - The Prometheus Operator (kube-prometheus-stack): Prometheus (Debian's) as a pod of
   `monitoring`, scraping what the ServiceMonitors and PodMonitors select, with the
   PrometheusRules loaded (checked by promtool first), and a kube-state-metrics stand-in served
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from mlopsctl.localrun.cluster import Cluster, Health
 
 POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+CNPG_METRICS_PORT = 9187
+_CNPG_EXPORTER = Path(__file__).with_name("cnpg_metrics.py")
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -230,6 +234,19 @@ class CloudNativePG:
             "cnpg.io/podRole": "instance",
             "role": "primary",
         }
+        cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": f"{name}-metrics-exporter",
+                    "namespace": namespace,
+                    "labels": {"cnpg.io/cluster": name},
+                },
+                "data": {"exporter.py": _CNPG_EXPORTER.read_text()},
+            },
+            f"cnpg:{name}",
+        )
         resources = workloads._resources(spec.get("resources"), reference, "spec.resources")
         workload = self._instance(reference, labels, resources, secret_name, owner, database)
         cluster.apply_workload(workload, f"cnpg:{name}", fixed_names=(f"{name}-1",))
@@ -273,14 +290,41 @@ class CloudNativePG:
                 VolumeMount("tmp", "/tmp"),
             ),
         )
+        # The operator's instance manager serves these from inside the postgres container; here a
+        # second container does, over the same Unix socket.
+        exporter = Container(
+            name="metrics-exporter",
+            image=f"cnpg-stand-in/{reference.name}",
+            command=(
+                "python3",
+                "/controller/exporter/exporter.py",
+                f"--port={CNPG_METRICS_PORT}",
+                "--socket-directory=/controller/run",
+                f"--cluster={reference.name}",
+            ),
+            args=None,
+            ports=(ContainerPort("metrics", CNPG_METRICS_PORT),),
+            resources=Resources(
+                cpu_request_millis=10,
+                cpu_limit_millis=200,
+                memory_request_bytes=32 << 20,
+                memory_limit_bytes=64 << 20,
+            ),
+            security=restricted(self.uid, self.gid),
+            mounts=(
+                VolumeMount("run", "/controller/run"),
+                VolumeMount("exporter", "/controller/exporter", read_only=True),
+            ),
+        )
         template = PodTemplate(
             labels=tuple(sorted(labels.items())),
             annotations=(),
-            containers=(container,),
+            containers=(container, exporter),
             volumes=(
                 Volume("pgdata", "persistentVolumeClaim", source=f"{reference.name}-1"),
                 Volume("run", "emptyDir"),
                 Volume("tmp", "emptyDir"),
+                Volume("exporter", "configMap", source=f"{reference.name}-metrics-exporter"),
             ),
             termination_grace_seconds=30,
             enable_service_links=False,
