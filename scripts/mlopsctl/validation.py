@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from mlopsctl import argocd, policies, topology, wave_order
+from mlopsctl import argocd, charts, policies, topology, wave_order
 from mlopsctl.config import Config
 from mlopsctl.findings import Finding
 from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots, walk_tree
@@ -215,8 +216,77 @@ def validate(
                     finding(problem.resource, problem.field, problem.message, problem.check)
                 )
 
+    if all_roots and allow_network:
+        report.findings.extend(_chart_findings(repository, config, states, toolchain, index))
+
     report.findings = sorted(set(report.findings))
     return report
+
+
+def _chart_findings(
+    repository: Path,
+    config: Config,
+    states: dict[str, argocd.RootState],
+    toolchain: Toolchain,
+    index: SourceIndex,
+) -> list[Finding]:
+    """The chart workloads of every Application, rendered by helm, held to the chart policies."""
+    applications = [
+        resource
+        for state in states.values()
+        for resource in state.resources
+        if resource.kind == "Application" and resource.group == "argoproj.io"
+    ]
+    sources = charts.chart_sources(applications, config.repository_url)
+    if not sources:
+        return []
+    findings: list[Finding] = []
+    if toolchain.helm is None:
+        for source in sources:
+            findings.append(
+                Finding(
+                    index.locate(source.application),
+                    source.application.reference,
+                    source.field,
+                    f"{source.describe()}: not rendered, no helm (`mlopsctl tools install`)",
+                    "renders",
+                    source.application.root,
+                )
+            )
+        return findings
+    helm = toolchain.helm
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        rendered = list(
+            pool.map(lambda source: charts.render_chart(source, repository, helm), sources)
+        )
+    for source, (output, error) in zip(sources, rendered, strict=True):
+        where = index.locate(source.application)
+        if error is not None:
+            findings.append(
+                Finding(
+                    where,
+                    source.application.reference,
+                    source.field,
+                    f"{source.describe()} does not render: {error}",
+                    "renders",
+                    source.application.root,
+                )
+            )
+            continue
+        for resource in parse_render(source.application.root, output):
+            for check in charts.CHART_POLICIES:
+                for field_name, message in policies.RESOURCE_POLICIES[check](resource):
+                    findings.append(
+                        Finding(
+                            where,
+                            resource.reference,
+                            field_name,
+                            f"{source.describe()}: {message}",
+                            check,
+                            source.application.root,
+                        )
+                    )
+    return findings
 
 
 def _read_text(path: Path) -> str | None:
