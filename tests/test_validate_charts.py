@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import http.server
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from mlopsctl import toolchain
 from tests.conftest import TOOLS_DIR, write_tree
+from tests.loopback import serving
 
 CHART = {
     "demo/Chart.yaml": "apiVersion: v2\nname: demo\nversion: 1.2.3\n",
@@ -58,14 +58,8 @@ def chart_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [helm, "repo", "index", str(served)],
     ):
         subprocess.run(command, check=True, capture_output=True, timeout=60)
-    handler = functools.partial(QuietFiles, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(functools.partial(QuietFiles, directory=str(served))) as url:  # type: ignore[arg-type]
+        yield url
 
 
 def platform(root: Path, chart_url: str, values: str, version: str = "1.2.3") -> Path:
