@@ -143,7 +143,8 @@ PLATFORM_FLOWS = [
     ("prometheus", "promoter", "TCP", 8080, True),
     ("streamlit", "model-server", "TCP", 8080, True),
     ("streamlit", "model-server", "TCP", 9090, False),
-    ("prometheus", "model-server", "TCP", 8080, False),
+    ("prometheus", "model-server", "TCP", 8080, True),  # /metrics
+    ("prometheus", "model-server", "TCP", 9090, False),
     ("prometheus", "streamlit", "TCP", 8501, False),
     ("mlflow-tracking", "postgres", "TCP", 5432, True),
     ("mlflow-db-upgrade", "postgres", "TCP", 5432, True),
@@ -151,6 +152,8 @@ PLATFORM_FLOWS = [
     ("promoter", "postgres", "TCP", 5432, False),
     ("cnpg-operator", "postgres", "TCP", 8000, True),
     ("cnpg-operator", "postgres", "TCP", 5432, False),
+    ("prometheus", "postgres", "TCP", 9187, True),  # CloudNativePG's metrics
+    ("prometheus", "postgres", "TCP", 5432, False),
     ("postgres", NODE, "TCP", 6443, True),
     ("postgres", GIT_HOST, "TCP", 22, False),
     ("promoter", GIT_HOST, "TCP", 443, True),
