@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 # Only mlopsctl and its pinned tools, for the workflows that run it (no test dependencies).
 cli: $(CLI_STAMP)
-	$(BIN)/mlopsctl tools install
+	$(BIN)/mlopsctl tools install --no-test-servers
 
 $(CLI_STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version)'
@@ -40,11 +40,10 @@ $(CLI_STAMP): pyproject.toml requirements/constraints.txt
 		-c requirements/constraints.txt -e .
 	@touch $@
 
-tools: $(TOOLS)/bin/kubectl
-
-$(TOOLS)/bin/kubectl: $(STAMP)
+# Every time: it checks each tool's version (a second or two) and builds or copies only what is
+# missing or at another version.
+tools: $(STAMP)
 	$(BIN)/mlopsctl tools install
-	@touch $@
 
 render: setup
 	$(BIN)/mlopsctl render --out build/rendered

@@ -1,80 +1,54 @@
-"""The kubeconform path of `validate`.
-
-kubeconform cannot be installed on this machine (no reachable registry ships it), so this test
-puts a thin stand-in named `kubeconform` on PATH: it records its arguments and answers with a
-report in kubeconform's JSON format. What is tested is mlopsctl's side: that kubeconform is
-preferred when present, called strictly for the pinned Kubernetes version, and that its report
-becomes findings. The GitHub workflow runs the real kubeconform.
-"""
+"""The kubeconform path of `validate`: the real kubeconform that `mlopsctl tools install` builds
+(v0.8.0), reading the Kubernetes 1.35 schemas offline (made standalone from kubernetes-validate's)
+and the project's schemas for custom kinds. Its report becomes findings with the same field paths
+as the other checker's."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-import pytest
-
+from mlopsctl import toolchain
+from mlopsctl.schemas import kubeconform_problems, kubeconform_schema_dir
+from tests.conftest import TOOLS_DIR
 from tests.test_validate_policies import good_deployment, write_fixture
 
-STAND_IN = """#!/bin/sh
-printf '%s\\n' "$@" > "{arguments}"
-cat > "{received}"
-cat <<'REPORT'
-{report}
-REPORT
-exit 1
-"""
 
-
-def test_kubeconform_on_path_checks_builtin_kinds(
-    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    report = {
-        "resources": [
-            {
-                "filename": "stdin",
-                "kind": "Deployment",
-                "name": "web",
-                "namespace": "shop",
-                "version": "apps/v1",
-                "status": "statusInvalid",
-                "msg": "problem validating schema",
-                "validationErrors": [
-                    {"path": "/spec/replicas", "msg": "expected integer, but got string"}
-                ],
-            }
-        ],
-        "summary": {"valid": 0, "invalid": 1, "errors": 0, "skipped": 0},
-    }
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    stand_in = bin_dir / "kubeconform"
-    stand_in.write_text(
-        STAND_IN.format(
-            arguments=tmp_path / "arguments",
-            received=tmp_path / "received",
-            report=json.dumps(report),
-        )
-    )
-    stand_in.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-
+def test_validate_uses_the_pinned_kubeconform(cli, tmp_path: Path):
+    deployment = good_deployment()
+    deployment["spec"]["replicas"] = "two"
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     result = cli(
-        "validate",
-        "--repo",
-        str(write_fixture(tmp_path / "repo", [good_deployment()])),
-        "--format",
-        "json",
+        "validate", "--repo", str(write_fixture(tmp_path, [deployment])), "--format", "json"
     )
-    assert result.exit_code == 1
-    output = result.json()
-    assert output["schema_checker"].startswith("kubeconform (")
-    assert [(f["check"], f["resource"], f["field"], f["file"]) for f in output["findings"]] == [
-        ("schema", "Deployment/shop/web", "spec.replicas", "web/workload.yaml")
-    ]
-    arguments = (tmp_path / "arguments").read_text().split("\n")
-    assert "-strict" in arguments
-    assert arguments[arguments.index("-kubernetes-version") + 1] == "1.35.0"
-    assert "-ignore-missing-schemas" in arguments  # custom kinds stay with the project schemas
-    assert "kind: Deployment" in (tmp_path / "received").read_text()
+    report = result.json()
+    assert report["schema_checker"] == (
+        f"kubeconform ({TOOLS_DIR / 'bin' / 'kubeconform'}) + project schemas"
+    )
+    schema = {(f["field"], f["message"]) for f in report["findings"] if f["check"] == "schema"}
+    assert schema == {
+        ("spec.replicas", "got string, want null or integer"),
+        (
+            "spec.template.spec.containers[0]",
+            "additional properties 'imagePullPolicyy' not allowed",
+        ),
+    }
+
+
+def test_the_schemas_are_read_offline_from_a_directory_made_once(tmp_path: Path):
+    root = kubeconform_schema_dir("1.35", tmp_path)
+    directory = root / "v1.35.0-standalone-strict"
+    assert (directory / "deployment-apps-v1.json").is_file()
+    text = (directory / "deployment-apps-v1.json").read_text()
+    assert "/api/_definitions.json" not in text  # standalone: every reference is inside the file
+    assert kubeconform_schema_dir("1.35", tmp_path) == root  # not rebuilt
+
+
+def test_each_roots_problems_stay_with_that_root(tmp_path: Path):
+    kubeconform = toolchain.resolve(TOOLS_DIR).kubeconform
+    assert kubeconform is not None
+    good = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n"
+    bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: 1\n"
+    found = kubeconform_problems(kubeconform, "1.35", {"overlays/a": good, "overlays/b": bad})
+    assert list(found) == [("overlays/b", "ConfigMap", "settings")]
+    [problem] = found[("overlays/b", "ConfigMap", "settings")]
+    assert problem.field == "data.a"

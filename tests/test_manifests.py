@@ -171,7 +171,12 @@ def test_no_secret_data_anywhere_and_external_secrets_where_expected(rendered):
             for r in rendered[root]
             if r.kind == "ExternalSecret"
         }
-        assert names == {"mlflow-webhook-encryption", "grafana-admin"}
+        assert names == {
+            "mlflow-webhook-encryption",
+            "mlflow-basic-auth",
+            "grafana-admin",
+            "alertmanager-receivers",
+        }
     assert not [r for r in rendered["overlays/local/mlflow-tracking"] if r.kind == "ExternalSecret"]
 
 
@@ -241,9 +246,11 @@ def test_the_namespace_denies_by_default(rendered, environment):
 def test_the_webhook_flows_are_open_both_ways(rendered):
     for environment in ENVIRONMENTS:
         promoter = one(rendered[f"overlays/{environment}/promoter"], "NetworkPolicy", "promoter")
-        tracking = one(
-            rendered[f"overlays/{environment}/mlflow-tracking"], "NetworkPolicy", "mlflow-tracking"
-        )
+        [tracking] = [
+            r.body
+            for r in rendered[f"overlays/{environment}/mlflow-tracking"]
+            if r.kind == "NetworkPolicy" and r.name == "mlflow-tracking"
+        ]
         from_mlflow = promoter["spec"]["ingress"][0]
         assert from_mlflow["from"][0]["podSelector"]["matchLabels"] == {
             "app.kubernetes.io/name": "mlflow-tracking"

@@ -121,7 +121,7 @@ def test_a_values_file_that_does_not_exist(cli, platform_copy: Path):
     (platform_copy / "overlays/staging/kube-prometheus-stack/values.yaml").unlink()
     found = findings_of(cli, platform_copy, "argocd-path")
     assert [(f["resource"], f["field"]) for f in found] == [
-        ("Application/argocd/kube-prometheus-stack-staging", "spec.sources[0].helm.valueFiles[1]")
+        ("Application/argocd/kube-prometheus-stack-staging", "spec.sources[0].helm.valueFiles[2]")
     ]
 
 

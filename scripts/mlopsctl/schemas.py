@@ -1,14 +1,20 @@
 """Schema checks: strict Kubernetes schemas for built-in kinds, the project's own strict schemas
-for custom resources, and kubeconform when it is on PATH.
+for custom resources, and kubeconform when it is installed.
 
 Schema files for custom resources follow kubeconform's layout,
-`<group>/<kind lowercased>_<version>.json`, so one directory serves both checkers.
+`<group>/<kind lowercased>_<version>.json`, so one directory serves both checkers. kubeconform
+reads the built-in kinds' schemas offline too: the strict ones kubernetes-validate ships, made
+standalone once into a cache directory (kubeconform's own default would download them).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,6 +49,65 @@ def _kubernetes_schema_dir(kubernetes_version: str) -> Path:
             f"(looked in {directory})"
         )
     return directory
+
+
+_DEFINITIONS_REFERENCE = "/api/_definitions.json#/$defs/"
+
+
+def kubeconform_schema_dir(kubernetes_version: str, cache_root: Path | None = None) -> Path:
+    """A directory in kubeconform's layout (`v<version>.0-standalone-strict/<file>.json`) with
+    kubernetes-validate's strict schemas made standalone: each file carries the definitions it
+    reaches. Built once per kubernetes-validate and Kubernetes version; a half-built directory
+    is never used (built beside, then renamed)."""
+    import kubernetes_validate.version
+
+    source = _kubernetes_schema_dir(kubernetes_version)
+    root = (
+        cache_root
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "mlopsctl"
+        / "kubeconform-schemas"
+        / kubernetes_validate.version.__version__
+    )
+    directory = root / f"v{kubernetes_version}.0-standalone-strict"
+    if directory.is_dir():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    definitions: dict[str, Any] = json.loads((source / "_definitions.json").read_text())["$defs"]
+    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    for path in source.glob("*.json"):
+        if path.name in ("_definitions.json", "all.json"):
+            continue
+        text = path.read_text().replace(_DEFINITIONS_REFERENCE, "#/$defs/")
+        schema = json.loads(text)
+        reached: dict[str, Any] = {}
+        pending = [text]
+        while pending:
+            for name in _references(pending.pop()):
+                if name not in reached and name in definitions:
+                    reached[name] = json.loads(
+                        json.dumps(definitions[name]).replace(_DEFINITIONS_REFERENCE, "#/$defs/")
+                    )
+                    pending.append(json.dumps(reached[name]))
+        if reached:
+            schema["$defs"] = reached
+        (scratch / path.name).write_text(json.dumps(schema))
+    try:
+        scratch.rename(directory)
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)  # another process built it first
+    return root
+
+
+def _references(text: str) -> list[str]:
+    marker = '"#/$defs/'
+    names = []
+    start = text.find(marker)
+    while start != -1:
+        end = text.find('"', start + len(marker))
+        names.append(text[start + len(marker) : end])
+        start = text.find(marker, end)
+    return names
 
 
 def _builtin_schema_name(api_version: str, kind: str) -> str:
@@ -131,13 +196,15 @@ class SchemaStore:
 
 
 def kubeconform_problems(
-    kubeconform: str, kubernetes_version: str, documents: str
+    kubeconform: str, kubernetes_version: str, documents: dict[str, str]
 ) -> dict[tuple[str, str, str], list[SchemaProblem]]:
-    """Built-in kinds checked by kubeconform; problems keyed by (kind, namespace, name).
-
-    Custom kinds are left to SchemaStore (-ignore-missing-schemas), so they get the same strict
-    project schemas whichever checker handles the built-in kinds.
+    """Problems kubeconform finds in each root's rendered `documents`, keyed by (root, kind,
+    name) (its report names no namespace; each root is a file of its own), from local schemas:
+    the built-in kinds' from kubernetes-validate (made standalone), the custom kinds' from the
+    project's schema directory. A kind with neither is left to SchemaStore
+    (-ignore-missing-schemas), which reports it as having no schema.
     """
+    builtin = kubeconform_schema_dir(kubernetes_version)
     command = [
         kubeconform,
         "-strict",
@@ -148,12 +215,18 @@ def kubeconform_problems(
         "-kubernetes-version",
         f"{kubernetes_version}.0",
         "-schema-location",
-        "default",
-        "-",
+        f"{builtin}/{{{{ .NormalizedKubernetesVersion }}}}-standalone{{{{ .StrictSuffix }}}}/"
+        "{{ .ResourceKind }}{{ .KindSuffix }}.json",
+        "-schema-location",
+        f"{PROJECT_SCHEMA_DIR}/"
+        "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json",
     ]
-    completed = subprocess.run(
-        command, input=documents, capture_output=True, text=True, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="mlopsctl-kubeconform-") as scratch:
+        roots = {f"{index}.yaml": root for index, root in enumerate(documents)}
+        for file_name, root in roots.items():
+            (Path(scratch) / file_name).write_text(documents[root], encoding="utf-8")
+        command.extend(str(Path(scratch) / file_name) for file_name in roots)
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
     try:
         report = json.loads(completed.stdout)
     except ValueError as error:
@@ -167,12 +240,39 @@ def kubeconform_problems(
     for entry in report.get("resources", []):
         if entry.get("status") not in ("statusInvalid", "statusError"):
             continue
-        key = (entry.get("kind", ""), entry.get("namespace", "") or "", entry.get("name", ""))
-        details = entry.get("validationErrors") or [{"path": "", "msg": entry.get("msg", "")}]
-        problems.setdefault(key, []).extend(
-            SchemaProblem(
-                str(detail.get("path", "")).strip("/").replace("/", "."), str(detail.get("msg", ""))
-            )
-            for detail in details
-        )
+        source = roots.get(Path(str(entry.get("filename", ""))).name)
+        if source is None:
+            continue
+        key = (source, str(entry.get("kind", "")), str(entry.get("name", "")))
+        found = _kubeconform_details(str(entry.get("msg", "")))
+        if not found:
+            found = [
+                SchemaProblem(
+                    _pointer_to_field(str(detail.get("path", ""))), str(detail.get("msg"))
+                )
+                for detail in entry.get("validationErrors") or []
+            ] or [SchemaProblem("", str(entry.get("msg", "")))]
+        problems.setdefault(key, []).extend(found)
     return problems
+
+
+# kubeconform 0.7+ reports one "validation failed" per resource and puts each failure in its
+# message instead: "... - at '/spec/replicas': got string, want integer   - at '/spec': ...".
+_KUBECONFORM_DETAIL = re.compile(r"- at '([^']*)': (.*?)(?=\s+- at '|$)")
+
+
+def _kubeconform_details(message: str) -> list[SchemaProblem]:
+    return [
+        SchemaProblem(_pointer_to_field(pointer), detail.strip())
+        for pointer, detail in _KUBECONFORM_DETAIL.findall(message)
+        if detail.strip() != "validation failed"
+    ]
+
+
+def _pointer_to_field(pointer: str) -> str:
+    """/spec/containers/0/image -> spec.containers[0].image (the other checkers' field paths)."""
+    field = ""
+    for part in filter(None, pointer.split("/")):
+        part = part.replace("~1", "/").replace("~0", "~")
+        field += f"[{part}]" if part.isdigit() else (f".{part}" if field else part)
+    return field

