@@ -10,9 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from mlopsctl import argocd, charts, policies, topology, wave_order
+from mlopsctl import argocd, charts, policies, server_validation, topology, wave_order
 from mlopsctl.config import Config
 from mlopsctl.findings import Finding
+from mlopsctl.kubeapi import KubeApi
 from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots, walk_tree
 from mlopsctl.pins import PinError, find_pins
 from mlopsctl.resources import Resource, parse_render
@@ -76,6 +77,8 @@ def validate(
     extra_schema_dirs: Sequence[Path] = (),
     all_roots: bool = True,
     upstream_schema_dir: Path | None = None,
+    kube: KubeApi | None = None,
+    prepare_server: bool = False,
 ) -> Report:
     repository = repository.resolve()
     report = Report(roots=list(roots))
@@ -219,6 +222,10 @@ def validate(
 
     if all_roots and allow_network:
         report.findings.extend(_chart_findings(repository, config, states, toolchain, index))
+    if kube is not None:
+        if prepare_server:
+            server_validation.prepare(kube, everything)
+        report.findings.extend(server_validation.server_findings(kube, everything, index))
 
     report.findings = sorted(set(report.findings))
     return report

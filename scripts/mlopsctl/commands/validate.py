@@ -6,6 +6,7 @@ Exit codes: 0 clean, 1 findings, 2 could not run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from mlopsctl import kustomize, toolchain
 from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
 from mlopsctl.findings import format_json, format_text
+from mlopsctl.kubeapi import KubeApi
 from mlopsctl.upstream import write_crd_schemas
 from mlopsctl.validation import validate
 
@@ -37,6 +39,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="also check custom resources against the upstream CRDs listed in mlopsctl.yaml "
         "(fetches them)",
     )
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="also apply every rendered resource to an API server with server-side dry-run",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="the API server's kubeconfig (default: $KUBECONFIG, else ~/.kube/config)",
+    )
+    parser.add_argument("--context", help="the kubeconfig context (default: its current one)")
+    parser.add_argument(
+        "--prepare-server",
+        action="store_true",
+        help="for a throwaway API server: install the CRDs made from the project's schemas and "
+        "create the namespaces first (for real)",
+    )
     add_repository_argument(parser)
 
 
@@ -45,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     tools = toolchain.resolve(space.tools_dir)
     discovered = kustomize.discover_roots(space.repository, space.config.render_exclude)
     roots = select_roots(args.roots, discovered, space.repository)
+    kube: KubeApi | None = None
+    if args.server:
+        kubeconfig = args.kubeconfig or Path(
+            os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config"
+        )
+        kube = KubeApi(kubeconfig, args.context)
     with tempfile.TemporaryDirectory(prefix="mlopsctl-crds-") as scratch:
         upstream_dir: Path | None = None
         if args.upstream_crds:
@@ -60,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
             extra_schema_dirs=args.schema_dir,
             all_roots=not args.roots,
             upstream_schema_dir=upstream_dir,
+            kube=kube,
+            prepare_server=args.prepare_server,
         )
+    if kube is not None:
+        kube.close()
     if args.format == "json":
         print(
             format_json(
