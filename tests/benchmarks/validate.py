@@ -1,4 +1,5 @@
-"""mlopsctl validate over every root, next to the raw kustomize loop.
+"""mlopsctl validate over every root, next to the raw kustomize loop; then `validate --server`
+against the tests' real kube-apiserver, next to the plain validate.
 
 Both are measured in this run on this machine, alternating, so the ratio compares like with
 like. Target (issue 2): validate takes at most 1.3 times the raw loop.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,7 +69,40 @@ def main() -> int:
     )
     verdict = "within" if ratio <= TARGET_RATIO else "OVER"
     print(f"ratio validate / raw loop: {ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
+    server_against_plain(validate_command)
     return 0
+
+
+def server_against_plain(validate_command: list[str]) -> None:
+    from tests import kube_apiserver
+
+    with tempfile.TemporaryDirectory(prefix="bench-kube-apiserver-") as scratch:
+        started = time.perf_counter()
+        server = kube_apiserver.start(Path(scratch))
+        ready = time.perf_counter() - started
+        try:
+            server_command = [
+                *validate_command,
+                "--server",
+                "--kubeconfig",
+                str(server.kubeconfig),
+                "--prepare-server",
+            ]
+            first = timed(server_command)  # installs the CRDs, creates the namespaces
+            server_times, plain_times = [], []
+            for _ in range(ROUNDS):
+                server_times.append(timed(server_command))
+                plain_times.append(timed(validate_command))
+        finally:
+            server.stop()
+    server_median = statistics.median(server_times)
+    plain_median = statistics.median(plain_times)
+    print(f"test kube-apiserver + etcd ready in {ready:.1f} s")
+    print(f"validate --server, first run (CRDs, namespaces): {first:.2f} s")
+    print(
+        f"validate --server: median {server_median:.2f} s; plain validate: median "
+        f"{plain_median:.2f} s; ratio {server_median / plain_median:.2f}x"
+    )
 
 
 if __name__ == "__main__":
