@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -243,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say("the platform keeps running (Ctrl-C stops everything)")
                 for title, url in urls.items():
                     print(f"    {title}: {url}", flush=True)
-                threading.Event().wait()
+                # Timed sleeps: Ctrl-C or SIGTERM given to another thread is handled only when
+                # the main thread next runs bytecode.
+                while True:
+                    time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
         if serving:  # Ctrl-C is how serving ends

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -96,7 +97,12 @@ class Promoter:
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # fail, but leave no promoter behind for the other tests
+            self.process.wait(timeout=10)
+            raise
 
 
 @pytest.fixture
@@ -249,6 +255,34 @@ def test_sigterm_stops_it_cleanly_and_a_restart_resumes(platform, mlflow_server,
     second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
     start_promoter(platform, mlflow_server.url)  # its startup pass catches up
     wait_for(lambda: platform.pin("local") == second, 30, "the commit after the restart")
+
+
+def _tgkill(pid: int, thread_id: int, signal_number: int) -> None:
+    """A signal to one thread of another process (the kernel otherwise picks the thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_TGKILL, pid, thread_id, signal_number) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+SYS_TGKILL = 234  # x86_64
+
+
+def test_sigterm_delivered_to_another_thread_still_stops_it(
+    platform, mlflow_server, start_promoter
+):
+    """The kernel may hand SIGTERM to any thread of the process; the main thread must still run
+    the handler (it once waited untimed on an event and never did: the pod would be killed at
+    the end of its grace period, mid-pass)."""
+    promoter = start_promoter(platform, mlflow_server.url)
+    pid = promoter.process.pid
+    [thread, *_others] = sorted(
+        int(task.name) for task in Path(f"/proc/{pid}/task").iterdir() if int(task.name) != pid
+    )
+    _tgkill(pid, thread, signal.SIGTERM)
+    assert promoter.process.wait(timeout=60) == 0
+    log = promoter.log.read_text()
+    assert "received SIGTERM: finishing the pass in flight" in log
+    assert log.rstrip().endswith("stopped")
 
 
 def test_two_replicas_land_one_commit(cli, platform, mlflow_server, start_promoter, monkeypatch):

@@ -27,6 +27,9 @@ from mlopsctl.service import (
     pass_allowance_seconds,
 )
 
+# How often the main thread wakes to run the handler of a signal another thread received.
+SIGNAL_CHECK_SECONDS = 0.5
+
 
 def _from_environment(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
@@ -166,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     service.start()
-    stop_requested.wait()
+    # Never an untimed wait: the kernel may deliver the signal to any thread, and Python runs
+    # its handler only when the main thread next runs bytecode; blocked for good in a lock, the
+    # main thread would never notice, and the pod would be killed mid-pass at the grace period.
+    while not stop_requested.wait(SIGNAL_CHECK_SECONDS):
+        pass
     service.stop()
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -93,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
             for line in pod.log_tail(pod.template.containers[0].name, 15):
                 print(f"  | {line}", flush=True)
         if not args.exit_when_healthy:
-            threading.Event().wait()
+            # Timed sleeps, not an untimed wait: a signal the kernel gives another thread is
+            # handled only when the main thread next runs bytecode.
+            while True:
+                time.sleep(0.5)
         return 0
     except KeyboardInterrupt as interrupt:
         print(
