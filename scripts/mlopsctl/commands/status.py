@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -56,12 +57,19 @@ def run(args: argparse.Namespace) -> int:
     space = workspace(args)
     check_environment(space, args.env)
     client = registry(args)
+    if args.live:
+        # The pins Argo CD deploys: the branch it follows, not this checkout's working tree.
+        followed = _followed(space)
+        with (
+            tempfile.TemporaryDirectory(prefix="mlopsctl-status-") as scratch,
+            gitops.worktree(space.repository, followed, Path(scratch)) as tree,
+        ):
+            pins = inventory.model_pins(inventory.scan(tree, space.config.render_exclude), args.env)
+        return _live(args, space, status_rows(pins, client), client.calls, followed)
     pins = inventory.model_pins(
         inventory.scan(space.repository, space.config.render_exclude), args.env
     )
     rows = status_rows(pins, client)
-    if args.live:
-        return _live(args, space, rows, client.calls)
     if args.format == "json":
         print(
             json.dumps(
@@ -89,13 +97,18 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(row.in_step for row in rows) else 1
 
 
-def _live(args: argparse.Namespace, space: Any, rows: list[StatusRow], calls: int) -> int:
+def _followed(space: Any) -> str:
+    """The branch Argo CD follows, as this clone last fetched it (else the local branch)."""
+    branch = str(space.config.promotion.branch)
+    remote = f"origin/{branch}"
+    return remote if gitops.commit_of(space.repository, remote) else branch
+
+
+def _live(
+    args: argparse.Namespace, space: Any, rows: list[StatusRow], calls: int, followed: str
+) -> int:
     kubeconfig = args.kubeconfig or Path(
         os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config"
-    )
-    branch = space.config.promotion.branch
-    followed = (
-        f"origin/{branch}" if gitops.commit_of(space.repository, f"origin/{branch}") else branch
     )
     clusters: dict[str, ClusterView | KubeApi] = {}
     live: list[LiveRow] = []
