@@ -336,6 +336,10 @@ def load_config(repository_root: Path) -> Config:
     )
     if problems:
         first = problems[0]
+        # A oneOf (environments: a list or a mapping) fails as a whole; its branch that got
+        # furthest names the field.
+        while first.context:
+            first = max(first.context, key=lambda error: len(error.absolute_path))
         location = ".".join(str(part) for part in first.absolute_path) or "(top level)"
         raise MlopsctlError(f"{path}: {location}: {first.message}")
     validate_section = document.get("validate", {})
