@@ -16,7 +16,12 @@ from mlopsctl import registry
 from mlopsctl.cli import main
 from mlopsctl.toolchain import TOOLS_DIR_VARIABLE
 
-pytest_plugins = ["tests.mlflow_fixtures", "tests.platform_fixtures", "tests.github_standin"]
+pytest_plugins = [
+    "tests.mlflow_fixtures",
+    "tests.platform_fixtures",
+    "tests.github_standin",
+    "tests.kube_apiserver",
+]
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TOOLS_DIR = REPOSITORY / ".tools"

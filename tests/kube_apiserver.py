@@ -15,9 +15,11 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -119,6 +121,8 @@ def make_certificates(directory: Path) -> None:
 
 @dataclass
 class TestApiServer:
+    __test__ = False  # a fixture's value, not a test class
+
     url: str
     kubeconfig: Path
     etcd: subprocess.Popen[bytes]
@@ -229,3 +233,11 @@ def start(directory: Path) -> TestApiServer:
                 f"kube-apiserver not ready in {START_SECONDS} s: {log.read_text()[-3000:]}"
             )
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestApiServer]:
+    """A test API server for the module (import this fixture into the test module)."""
+    server = start(tmp_path_factory.mktemp("kube-apiserver"))
+    yield server
+    server.stop()

@@ -117,3 +117,16 @@ def test_bad_config_names_file_and_field(tmp_path: Path, text: str, expected: st
         load_config(tmp_path)
     assert str(tmp_path / "mlopsctl.yaml") in str(raised.value)
     assert expected in str(raised.value)
+
+
+def test_environments_as_a_mapping_name_each_ones_kube_context(tmp_path: Path):
+    (tmp_path / "mlopsctl.yaml").write_text(
+        MINIMAL_CONFIG.replace(
+            "environments: [local]",
+            "environments:\n  local: {kubeContext: kind-mlops}\n  staging: {}\n",
+        )
+    )
+    config = load_config(tmp_path)
+    assert config.environments == ("local", "staging")
+    assert config.kube_context("local") == "kind-mlops"
+    assert config.kube_context("staging") is None

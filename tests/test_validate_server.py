@@ -5,22 +5,13 @@ unknown field under strict validation) becomes a finding naming the file, resour
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests import kube_apiserver
 from tests.conftest import REPOSITORY
 from tests.test_validate_policies import good_deployment, write_fixture
-
-
-@pytest.fixture(scope="module")
-def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube_apiserver.TestApiServer]:
-    server = kube_apiserver.start(tmp_path_factory.mktemp("kube-apiserver"))
-    yield server
-    server.stop()
 
 
 def server_validate(cli, repository: Path, kubeconfig: Path, *extra: str) -> tuple[int, Any]:

@@ -144,10 +144,26 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "properties": {"url": {"type": "string", "minLength": 1}},
         },
         "environments": {
-            "type": "array",
-            "minItems": 1,
-            "uniqueItems": True,
-            "items": {"type": "string", "pattern": _NAME_PATTERN},
+            # A list of names, or a mapping from each name to what mlopsctl needs to reach its
+            # cluster (`kubeContext`, for `status --live`).
+            "oneOf": [
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"type": "string", "pattern": _NAME_PATTERN},
+                },
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "propertyNames": {"pattern": _NAME_PATTERN},
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"kubeContext": {"type": "string", "minLength": 1}},
+                    },
+                },
+            ],
         },
         "registries": {
             "type": "object",
@@ -273,6 +289,8 @@ class Config:
     images: tuple[ImageBuild, ...] = ()
     hand_made_secrets: tuple[tuple[str, tuple[HandMadeSecret, ...]], ...] = ()
     registries: tuple[Registry, ...] = ()
+    # (environment, kubeconfig context) for the environments that name one.
+    kube_contexts: tuple[tuple[str, str], ...] = ()
 
     def image_build(self, reference: str) -> ImageBuild | None:
         """The build of an image reference (`name:tag` or `name@digest`), if one is declared."""
@@ -284,6 +302,9 @@ class Config:
 
     def secrets_created_by_hand(self, environment: str) -> tuple[HandMadeSecret, ...]:
         return dict(self.hand_made_secrets).get(environment, ())
+
+    def kube_context(self, environment: str) -> str | None:
+        return dict(self.kube_contexts).get(environment)
 
     def registry(self, name: str) -> Registry | None:
         return next((registry for registry in self.registries if registry.name == name), None)
@@ -315,27 +336,37 @@ def load_config(repository_root: Path) -> Config:
     )
     if problems:
         first = problems[0]
+        # A oneOf (environments: a list or a mapping) fails as a whole; its branch that got
+        # furthest names the field.
+        while first.context:
+            first = max(first.context, key=lambda error: len(error.absolute_path))
         location = ".".join(str(part) for part in first.absolute_path) or "(top level)"
         raise MlopsctlError(f"{path}: {location}: {first.message}")
     validate_section = document.get("validate", {})
+    declared = document["environments"]
+    environment_names = list(declared)
+    kube_contexts = tuple(
+        (name, str(settings["kubeContext"]))
+        for name, settings in (declared.items() if isinstance(declared, dict) else ())
+        if (settings or {}).get("kubeContext")
+    )
     registries = tuple(
         Registry(name, item["url"], item.get("cluster"))
         for name, item in document.get("registries", {}).items()
     )
-    promotion = _promotion_policy(
-        document.get("promotion"), document["environments"], registries, path
-    )
+    promotion = _promotion_policy(document.get("promotion"), environment_names, registries, path)
     unknown_secret_environments = sorted(
-        set(document.get("secretsCreatedByHand", {})) - set(document["environments"])
+        set(document.get("secretsCreatedByHand", {})) - set(environment_names)
     )
     if unknown_secret_environments:
         raise MlopsctlError(
             f"{path}: secretsCreatedByHand.{unknown_secret_environments[0]}: "
-            f"not one of the environments {document['environments']}"
+            f"not one of the environments {environment_names}"
         )
     return Config(
         repository_url=document["repository"]["url"],
-        environments=tuple(document["environments"]),
+        environments=tuple(environment_names),
+        kube_contexts=kube_contexts,
         kubernetes_version=document["kubernetesVersion"],
         render_exclude=tuple(document.get("render", {}).get("exclude", [])),
         skipped_schemas=tuple(

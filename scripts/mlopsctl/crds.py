@@ -93,6 +93,11 @@ def crd(schema: dict[str, Any], group: str, version: str) -> dict[str, Any]:
         for name, child in schema.get("properties", {}).items()
         if name not in ("apiVersion", "kind", "metadata")
     }
+    # The controller's own field (Argo CD's sync and health, the operator's conditions): the
+    # project's schemas describe manifests, which never carry it.
+    properties.setdefault(
+        "status", {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    )
     names = {"kind": kind, "plural": plural(kind), "singular": kind.lower()}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -107,6 +112,7 @@ def crd(schema: dict[str, Any], group: str, version: str) -> dict[str, Any]:
                     "name": version,
                     "served": True,
                     "storage": True,
+                    "subresources": {"status": {}},
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",

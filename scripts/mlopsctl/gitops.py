@@ -514,6 +514,18 @@ def log_of(directory: Path, path: str, limit: int = 200) -> list[str]:
     return git(directory, "log", f"-{limit}", "--format=%H", "--", path).stdout.split()
 
 
+def last_commit_touching(directory: Path, revision: str, paths: Sequence[str]) -> str | None:
+    """The newest commit reachable from `revision` that changed one of `paths`."""
+    completed = git(directory, "log", "-1", "--format=%H", revision, "--", *paths, check=False)
+    return completed.stdout.strip() or None if completed.returncode == 0 else None
+
+
+def contains(directory: Path, commit: str, revision: str) -> bool | None:
+    """Whether `revision` has `commit` in its history; None when git does not know either."""
+    completed = git(directory, "merge-base", "--is-ancestor", commit, revision, check=False)
+    return {0: True, 1: False}.get(completed.returncode)
+
+
 def resolve_revision(directory: Path, revision: str) -> str:
     """The commit `revision` names, or an error that says which revision is unknown."""
     if revision.startswith("-"):
