@@ -129,6 +129,11 @@ class TestApiServer:
     apiserver: subprocess.Popen[bytes]
     log: Path
 
+    def unreachable_kubeconfig(self, path: Path) -> Path:
+        """This server's kubeconfig pointed at a port nothing listens on."""
+        path.write_text(self.kubeconfig.read_text().replace(self.url, "https://127.0.0.1:9"))
+        return path
+
     def stop(self) -> None:
         for process in (self.apiserver, self.etcd):
             process.terminate()

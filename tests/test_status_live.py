@@ -167,8 +167,8 @@ def promoted(cli, platform, mlflow_server) -> tuple[Any, str, str]:
     return platform, before, after
 
 
-def live(cli, platform, mlflow_url: str, api_server: TestApiServer) -> tuple[int, dict[str, Any]]:
-    result = cli(
+def live_status(cli, platform, mlflow_url: str, kubeconfig: Path, *extra: str) -> Any:
+    return cli(
         "status",
         "--repo",
         str(platform.checkout),
@@ -178,10 +178,13 @@ def live(cli, platform, mlflow_url: str, api_server: TestApiServer) -> tuple[int
         ENVIRONMENT,
         "--live",
         "--kubeconfig",
-        str(api_server.kubeconfig),
-        "--format",
-        "json",
+        str(kubeconfig),
+        *extra,
     )
+
+
+def live(cli, platform, mlflow_url: str, api_server: TestApiServer) -> tuple[int, dict[str, Any]]:
+    result = live_status(cli, platform, mlflow_url, api_server.kubeconfig, "--format", "json")
     assert result.stdout, result.stderr
     [row] = [row for row in result.json()["rows"] if row["alias"] == "challenger"]
     return result.exit_code, row
@@ -225,21 +228,7 @@ def test_an_unreachable_cluster_is_a_row_not_a_crash(
     cli, promoted, mlflow_server, api_server, tmp_path
 ):
     platform, _before, _after = promoted
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        api_server.kubeconfig.read_text().replace(api_server.url, "https://127.0.0.1:9")
-    )
-    result = cli(
-        "status",
-        "--repo",
-        str(platform.checkout),
-        "--mlflow-uri",
-        mlflow_server.url,
-        "--env",
-        ENVIRONMENT,
-        "--live",
-        "--kubeconfig",
-        str(kubeconfig),
-    )
+    kubeconfig = api_server.unreachable_kubeconfig(tmp_path / "kubeconfig")
+    result = live_status(cli, platform, mlflow_server.url, kubeconfig)
     assert result.exit_code == 1
     assert "cluster unreachable: https://127.0.0.1:9: cannot reach the API server" in result.stdout

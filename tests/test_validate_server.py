@@ -76,10 +76,7 @@ def test_an_unknown_field_is_refused_under_strict_field_validation(cli, tmp_path
 
 
 def test_an_unreachable_server_is_a_clear_error(cli, tmp_path: Path, api_server):
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        api_server.kubeconfig.read_text().replace(api_server.url, "https://127.0.0.1:9")
-    )
+    kubeconfig = api_server.unreachable_kubeconfig(tmp_path / "kubeconfig")
     result = cli(
         "validate",
         "--repo",
