@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.platform_fixtures",
     "tests.github_standin",
     "tests.kube_apiserver",
+    "tests.cluster_writes",
 ]
 
 REPOSITORY = Path(__file__).resolve().parents[1]

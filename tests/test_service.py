@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from mlopsctl import webhooks
+from tests.cluster_writes import deploy
 from tests.mlflow_fixtures import MlflowServer, free_port, start_server, stop_server
-from tests.platform_fixtures import Platform
+from tests.platform_fixtures import Platform, git
 
 SECRET = "a-webhook-secret-for-tests"
 MLOPSCTL = str(Path(sys.executable).parent / "mlopsctl")
@@ -44,7 +45,9 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
 
 
 class Promoter:
-    def __init__(self, platform: Platform, mlflow_url: str, interval: float, log: Path) -> None:
+    def __init__(
+        self, platform: Platform, mlflow_url: str, interval: float, log: Path, *extra: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -62,6 +65,7 @@ class Promoter:
                 str(interval),
                 "--environments",
                 "local",
+                *extra,
             ],
             env={**os.environ, "MLOPSCTL_WEBHOOK_SECRET": SECRET},
             stdout=log.open("ab"),
@@ -109,9 +113,9 @@ class Promoter:
 def start_promoter(tmp_path: Path) -> Iterator[Callable[..., Promoter]]:
     started: list[Promoter] = []
 
-    def start(platform: Platform, mlflow_url: str, interval: float = 3600) -> Promoter:
+    def start(platform: Platform, mlflow_url: str, interval: float = 3600, *extra: str) -> Promoter:
         promoter = Promoter(
-            platform, mlflow_url, interval, tmp_path / f"promoter-{len(started)}.log"
+            platform, mlflow_url, interval, tmp_path / f"promoter-{len(started)}.log", *extra
         )
         started.append(promoter)
         return promoter
@@ -187,6 +191,55 @@ def test_it_heals_after_mlflow_restarts(platform, tmp_path: Path, start_promoter
         assert promoter.metric('mlopsctl_reconcile_passes_total{result="error"') >= 1
     finally:
         stop_server(server)
+
+
+def test_the_promoter_tags_the_version_that_runs_in_its_cluster(
+    platform, mlflow_server, start_promoter, api_server, kube
+):
+    """Argo CD and the kubelet are stood in for as in tests/cluster_writes.py."""
+    version = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    kubeconfig = str(api_server.kubeconfig)
+    promoter = start_promoter(platform, mlflow_server.url, 2, "--kubeconfig", kubeconfig)
+    wait_for(lambda: platform.pin("local") == version, 30, "the promotion")
+    commit = git(platform.remote, "rev-parse", "main").strip()
+    client = mlflow_server.client()
+    assert "deployed.local" not in client.get_model_version(platform.model, version).tags
+    deploy(kube, version, platform.model, commit)
+    wait_for(
+        lambda: (
+            client.get_model_version(platform.model, version).tags.get("deployed.local") == commit
+        ),
+        30,
+        "the deployment tag",
+    )
+    assert promoter.metric('mlopsctl_deployment_tags_total{environment="local",result="set"}') >= 2
+    assert (
+        promoter.metric('mlopsctl_deployment_tags_total{environment="local",result="error"}') == 0
+    )
+
+
+def test_a_bad_kubeconfig_stops_the_start(platform, mlflow_server, tmp_path):
+    completed = subprocess.run(
+        [
+            MLOPSCTL,
+            "serve",
+            "--remote",
+            str(platform.remote),
+            "--mlflow-uri",
+            mlflow_server.url,
+            "--environments",
+            "local",
+            "--kubeconfig",
+            str(tmp_path / "missing"),
+        ],
+        env={**os.environ, "MLOPSCTL_WEBHOOK_SECRET": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode != 0
+    assert f"{tmp_path / 'missing'}: cannot read the kubeconfig" in completed.stderr
 
 
 def signed(

@@ -9,18 +9,23 @@ ConfigMap it reads.
 
 from __future__ import annotations
 
+import datetime
 import json
+import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from mlopsctl import server_validation
-from mlopsctl.kubeapi import KubeApi
+from mlopsctl import kustomize, toolchain
+from mlopsctl.kubeapi import KubeApiError, in_cluster_kubeconfig
+from mlopsctl.resources import parse_render
+from tests.cluster_writes import ENVIRONMENT, apply, deploy
+from tests.conftest import REPOSITORY, TOOLS_DIR
 from tests.kube_apiserver import TestApiServer
-
-ENVIRONMENT = "local"
 
 
 def git(directory: Path, *arguments: str) -> str:
@@ -29,133 +34,8 @@ def git(directory: Path, *arguments: str) -> str:
     ).stdout.strip()
 
 
-@pytest.fixture
-def kube(api_server: TestApiServer) -> Any:
-    client = KubeApi(api_server.kubeconfig)
-    server_validation.prepare(client, [])
-    for namespace in ("argocd", "ml-platform"):
-        client.apply(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-            "",
-            dry_run=False,
-        )
-    yield client
-    client.close()
-
-
-def write_status(kube: KubeApi, path: str, body: dict[str, Any]) -> None:
-    status, answer = kube.request(
-        "PATCH", f"{path}/status", json.dumps(body).encode(), "application/merge-patch+json"
-    )
-    assert status == 200, answer
-
-
-def apply(kube: KubeApi, body: dict[str, Any]) -> None:
-    refusal = kube.apply(body, body["metadata"].get("namespace", ""), dry_run=False)
-    assert refusal is None, refusal
-
-
-def deploy(
-    kube: KubeApi,
-    version: str,
-    model: str,
-    revision: str,
-    sync: str = "Synced",
-    health: str = "Healthy",
-    phase: str = "Succeeded",
-    ready: int = 1,
-) -> None:
-    """What Argo CD and the kubelet would leave behind after syncing `revision`."""
-    application = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": f"model-server-{ENVIRONMENT}", "namespace": "argocd"},
-        "spec": {
-            "project": "platform",
-            "source": {
-                "repoURL": "https://github.com/example-org/mlops-platform.git",
-                "targetRevision": "main",
-                "path": f"overlays/{ENVIRONMENT}/model-server",
-            },
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": "ml-platform"},
-        },
-    }
-    apply(kube, application)
-    write_status(
-        kube,
-        f"/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/model-server-{ENVIRONMENT}",
-        {
-            "status": {
-                "sync": {"status": sync, "revision": revision},
-                "health": {"status": health, "lastTransitionTime": "2026-12-02T06:00:00Z"},
-                "operationState": {"phase": phase, "message": "one or more objects failed"},
-            }
-        },
-    )
-    pin = f"model-server-pin-{version}"
-    apply(
-        kube,
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": pin, "namespace": "ml-platform"},
-            "data": {"MODEL_URI": f"models:/{model}/{version}"},
-        },
-    )
-    labels = {"app.kubernetes.io/name": "model-server"}
-    apply(
-        kube,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "model-server", "namespace": "ml-platform"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "model-server",
-                                "image": "ghcr.io/example-org/mlops-platform/model-server:0.1.0",
-                                "env": [
-                                    {
-                                        "name": "MODEL_URI",
-                                        "valueFrom": {
-                                            "configMapKeyRef": {"name": pin, "key": "MODEL_URI"}
-                                        },
-                                    }
-                                ],
-                            }
-                        ]
-                    },
-                },
-            },
-        },
-    )
-    _status, deployment = kube.request(
-        "GET", "/apis/apps/v1/namespaces/ml-platform/deployments/model-server"
-    )
-    write_status(
-        kube,
-        "/apis/apps/v1/namespaces/ml-platform/deployments/model-server",
-        {
-            "status": {
-                "observedGeneration": deployment["metadata"]["generation"],
-                "replicas": 1,
-                "updatedReplicas": 1,
-                "readyReplicas": ready,
-                "availableReplicas": ready,
-            }
-        },
-    )
-
-
-@pytest.fixture
-def promoted(cli, platform, mlflow_server) -> tuple[Any, str, str]:
-    """Version 1 moved to @challenger and promoted to local: (platform, commit before, after)."""
-    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+def promote(cli, platform, mlflow_server) -> str:
+    """Promotes what @challenger names to local and fetches it: the promotion's commit."""
     before = git(platform.remote, "rev-parse", "main")
     result = platform.command(cli, "promote", mlflow_server.url, "--env", ENVIRONMENT)
     assert result.exit_code == 0, result.stderr
@@ -164,7 +44,15 @@ def promoted(cli, platform, mlflow_server) -> tuple[Any, str, str]:
     )
     after = git(platform.remote, "rev-parse", "main")
     assert after != before
-    return platform, before, after
+    return after
+
+
+@pytest.fixture
+def promoted(cli, platform, mlflow_server) -> tuple[Any, str, str]:
+    """Version 1 moved to @challenger and promoted to local: (platform, commit before, after)."""
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    before = git(platform.remote, "rev-parse", "main")
+    return platform, before, promote(cli, platform, mlflow_server)
 
 
 def live_status(cli, platform, mlflow_url: str, kubeconfig: Path, *extra: str) -> Any:
@@ -232,3 +120,125 @@ def test_an_unreachable_cluster_is_a_row_not_a_crash(
     result = live_status(cli, platform, mlflow_server.url, kubeconfig)
     assert result.exit_code == 1
     assert "cluster unreachable: https://127.0.0.1:9: cannot reach the API server" in result.stdout
+
+
+def deployment_tags(mlflow_server, model: str, version: str) -> dict[str, str]:
+    tags = mlflow_server.client().get_model_version(model, version).tags
+    return {key: value for key, value in tags.items() if key.startswith("deployed.")}
+
+
+def test_deployment_tags_follow_the_version_that_runs(
+    cli, promoted, mlflow_server, api_server, kube
+):
+    platform, _before, first = promoted
+    record = ("--format", "json", "--record-deployments")
+    deploy(kube, "1", platform.model, first)
+    result = live_status(cli, platform, mlflow_server.url, api_server.kubeconfig, *record)
+    assert result.exit_code == 0, result.stdout
+    tags = deployment_tags(mlflow_server, platform.model, "1")
+    assert tags["deployed.local"] == first
+    since = datetime.datetime.fromisoformat(tags["deployed.local.since"])
+    assert abs(datetime.datetime.now(datetime.UTC) - since) < datetime.timedelta(minutes=5)
+
+    again = live_status(cli, platform, mlflow_server.url, api_server.kubeconfig, *record)
+    assert again.json()["deployment_tags"] == []
+
+    # Version 2 promoted and synced, but the pods still serve version 1: nothing moves yet.
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    second = promote(cli, platform, mlflow_server)
+    deploy(kube, "1", platform.model, second)
+    waiting = live_status(cli, platform, mlflow_server.url, api_server.kubeconfig, *record)
+    assert waiting.exit_code == 1
+    assert waiting.json()["deployment_tags"] == []
+    assert deployment_tags(mlflow_server, platform.model, "1")["deployed.local"] == first
+
+    deploy(kube, "2", platform.model, second)
+    done = live_status(cli, platform, mlflow_server.url, api_server.kubeconfig, *record)
+    assert done.exit_code == 0, done.stdout
+    assert deployment_tags(mlflow_server, platform.model, "2")["deployed.local"] == second
+    assert deployment_tags(mlflow_server, platform.model, "1") == {}
+
+
+def test_record_deployments_needs_live(cli, platform, mlflow_server):
+    result = cli(
+        "status",
+        "--repo",
+        str(platform.checkout),
+        "--mlflow-uri",
+        mlflow_server.url,
+        "--record-deployments",
+    )
+    assert result.exit_code != 0
+    assert "--record-deployments needs --live" in result.stderr
+
+
+def service_account_directory(kube, api_server, directory: Path, name: str) -> Path:
+    """What the kubelet mounts for a pod of service account `name` (ml-platform): a token the
+    API server issued for it (TokenRequest) and the cluster's CA."""
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
+    status, answer = kube.request(
+        "POST",
+        f"/api/v1/namespaces/ml-platform/serviceaccounts/{name}/token",
+        json.dumps(body).encode(),
+        "application/json",
+    )
+    assert status == 201, answer
+    directory.mkdir()
+    (directory / "token").write_text(answer["status"]["token"])
+    shutil.copy(api_server.kubeconfig.parent / "ca.crt", directory / "ca.crt")
+    return directory
+
+
+def test_the_promoter_reads_its_cluster_with_its_own_service_account(
+    cli, promoted, mlflow_server, api_server, kube, tmp_path
+):
+    """The Roles the staging overlay and Argo CD's settings ship are what `status --live`
+    needs, and no more is needed: read with the promoter's own token, in-cluster style."""
+    platform, _before, after = promoted
+    deploy(kube, "1", platform.model, after)
+    rendered = kustomize.render_root(
+        REPOSITORY, "overlays/staging/promoter", toolchain.resolve(TOOLS_DIR), False
+    )
+    argocd_roles = yaml.safe_load_all(
+        (REPOSITORY / "base/argocd-settings/promoter-reads-applications.yaml").read_text()
+    )
+    wanted = ("ServiceAccount", "Role", "RoleBinding")
+    for resource in parse_render("overlays/staging/promoter", rendered.output):
+        if resource.kind in wanted:
+            apply(kube, resource.body)
+    for body in argocd_roles:
+        body["metadata"]["namespace"] = "argocd"
+        apply(kube, body)
+    server = urllib.parse.urlparse(api_server.url)
+    kubeconfig = in_cluster_kubeconfig(
+        tmp_path / "kubeconfig",
+        {
+            "KUBERNETES_SERVICE_HOST": str(server.hostname),
+            "KUBERNETES_SERVICE_PORT": str(server.port),
+        },
+        service_account_directory(kube, api_server, tmp_path / "serviceaccount", "promoter"),
+    )
+    result = live_status(cli, platform, mlflow_server.url, kubeconfig, "--format", "json")
+    [row] = [row for row in result.json()["rows"] if row["alias"] == "challenger"]
+    assert (row["state"], result.exit_code) == ("in step", 0), row
+
+    # Without the Role in Argo CD's namespace the cluster refuses, and the row says so.
+    status, answer = kube.request(
+        "DELETE",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/argocd/rolebindings/"
+        "promoter-reads-applications",
+    )
+    assert status == 200, answer
+    refused = live_status(cli, platform, mlflow_server.url, kubeconfig, "--format", "json")
+    [row] = [row for row in refused.json()["rows"] if row["alias"] == "challenger"]
+    assert (row["state"], refused.exit_code) == ("cluster refused", 1)
+    assert "listing the Applications: HTTP 403" in row["detail"]
+
+
+def test_in_cluster_needs_a_mounted_token(tmp_path):
+    with pytest.raises(KubeApiError, match="KUBERNETES_SERVICE_HOST is not set"):
+        in_cluster_kubeconfig(tmp_path / "kubeconfig", {}, tmp_path)
+    with pytest.raises(KubeApiError, match=r"token is missing .*automountServiceAccountToken"):
+        in_cluster_kubeconfig(
+            tmp_path / "kubeconfig", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, tmp_path
+        )

@@ -520,6 +520,40 @@ def last_commit_touching(directory: Path, revision: str, paths: Sequence[str]) -
     return completed.stdout.strip() or None if completed.returncode == 0 else None
 
 
+def last_commits_touching(
+    directory: Path, revision: str, paths: Sequence[str]
+) -> dict[str, tuple[int, str]]:
+    """For each of `paths` (relative to `directory`), the newest commit reachable from `revision`
+    that changed it, with its place in the log (0 = newest), from one `git log`.
+
+    Paths whose last change only a merge commit shows (git lists no files for merges) are left
+    out: ask `last_commit_touching` for those."""
+    if not paths:
+        return {}
+    completed = git(
+        directory,
+        "log",
+        "--relative",
+        "--name-only",
+        "--format=%x00%H",
+        revision,
+        "--",
+        *paths,
+        check=False,
+    )
+    if completed.returncode != 0:
+        return {}
+    wanted = set(paths)
+    found: dict[str, tuple[int, str]] = {}
+    place, commit = -1, ""
+    for line in completed.stdout.splitlines():
+        if line.startswith("\0"):
+            place, commit = place + 1, line[1:]
+        elif line in wanted and line not in found:
+            found[line] = (place, commit)
+    return found
+
+
 def contains(directory: Path, commit: str, revision: str) -> bool | None:
     """Whether `revision` has `commit` in its history; None when git does not know either."""
     completed = git(directory, "merge-base", "--is-ancestor", commit, revision, check=False)

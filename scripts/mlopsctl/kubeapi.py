@@ -13,6 +13,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,14 @@ class KubeApi:
         if certificate:
             self.context.load_cert_chain(certificate, self._file(user, "client-key", kubeconfig))
         self.token = user.get("token")
+        # A projected service account token is rotated on disk: read it at every request, as
+        # client-go does with a kubeconfig's tokenFile.
+        token_file = self._file(user, "tokenFile", kubeconfig)
+        self.token_file = Path(token_file) if token_file else None
         self._resources: dict[tuple[str, str], ApiResource] | None = None
 
     def _file(self, section: dict[str, Any], key: str, kubeconfig: Path) -> str | None:
+        """A file the kubeconfig names, relative to it, or one written from its `-data` form."""
         if section.get(f"{key}-data"):
             path = Path(self._scratch.name) / key
             path.write_bytes(base64.b64decode(section[f"{key}-data"]))
@@ -90,8 +96,14 @@ class KubeApi:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        token = self.token
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text().strip()
+            except OSError as error:
+                raise KubeApiError(f"{self.token_file}: cannot read the token: {error}") from error
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(
             self.server + path, data=body, method=method, headers=headers
         )
@@ -176,3 +188,57 @@ class KubeApi:
         if not causes and typed:
             causes = [(typed["field"], typed["problem"])]
         return Refusal(status, message, causes)
+
+
+SERVICE_ACCOUNT_DIRECTORY = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+IN_CLUSTER = "in-cluster"
+
+
+def in_cluster_kubeconfig(
+    destination: Path,
+    environment: Mapping[str, str],
+    service_account: Path = SERVICE_ACCOUNT_DIRECTORY,
+) -> Path:
+    """A kubeconfig for the pod's own service account, as client-go's in-cluster config reads it:
+    the API server from KUBERNETES_SERVICE_HOST/PORT, the mounted CA and a token file."""
+    host, port = (
+        environment.get("KUBERNETES_SERVICE_HOST"),
+        environment.get("KUBERNETES_SERVICE_PORT", "443"),
+    )
+    if not host:
+        raise KubeApiError("in-cluster: KUBERNETES_SERVICE_HOST is not set (not running in a pod?)")
+    for name in ("token", "ca.crt"):
+        if not (service_account / name).is_file():
+            raise KubeApiError(
+                f"in-cluster: {service_account / name} is missing (is the service account "
+                "token mounted? automountServiceAccountToken)"
+            )
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    destination.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "in-cluster",
+                        "cluster": {
+                            "server": server,
+                            "certificate-authority": str(service_account / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [
+                    {"name": "in-cluster", "user": {"tokenFile": str(service_account / "token")}}
+                ],
+                "contexts": [
+                    {
+                        "name": "in-cluster",
+                        "context": {"cluster": "in-cluster", "user": "in-cluster"},
+                    }
+                ],
+                "current-context": "in-cluster",
+            }
+        )
+    )
+    return destination

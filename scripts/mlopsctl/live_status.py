@@ -16,6 +16,7 @@ from mlopsctl.status import StatusRow
 
 IN_STEP = "in step"
 UNREACHABLE = "cluster unreachable"
+REFUSED = "cluster refused"  # it answered, but not with what was asked (forbidden, say)
 NO_APPLICATION = "no application"
 SYNC_FAILED = "sync failed"
 OUT_OF_SYNC = "out of sync"
@@ -57,9 +58,10 @@ class ApplicationState:
 
 @dataclass(frozen=True)
 class ServedState:
-    """The model server's Deployment: the version its pod template pins, and its rollout."""
+    """The model server's Deployment: the versions its pod template pins (model name ->
+    version), and its rollout."""
 
-    version: str | None
+    versions: dict[str, str]
     replicas: int
     ready_replicas: int
     updated_replicas: int
@@ -75,6 +77,7 @@ class ClusterView:
     """One environment's cluster, as read; `error` says why it could not be."""
 
     error: str = ""
+    refused: bool = False  # the API server answered the read with an error status
     application: ApplicationState | None = None
     served: ServedState | None = None
 
@@ -90,6 +93,7 @@ class LiveRow:
     revision: str
     health: str
     operation: str
+    commit: str  # the last commit that changed the pin, on the branch Argo CD follows
     contains_promotion: bool | None
     served: str  # the version the running pods serve ("-" when unknown)
     ready: str  # ready/desired replicas
@@ -101,7 +105,9 @@ class LiveRow:
         return self.state == IN_STEP
 
 
-def live_row(row: StatusRow, cluster: ClusterView, contains_promotion: bool | None) -> LiveRow:
+def live_row(
+    row: StatusRow, cluster: ClusterView, commit: str, contains_promotion: bool | None
+) -> LiveRow:
     application, served = cluster.application, cluster.served
     state, detail = _state(row, cluster, contains_promotion)
     return LiveRow(
@@ -114,8 +120,9 @@ def live_row(row: StatusRow, cluster: ClusterView, contains_promotion: bool | No
         revision=application.synced_revision[:12] if application else "-",
         health=application.health if application else "-",
         operation=application.operation_phase or "-" if application else "-",
+        commit=commit,
         contains_promotion=contains_promotion,
-        served=(served.version or "-") if served else "-",
+        served=served.versions.get(row.model, "-") if served else "-",
         ready=f"{served.ready_replicas}/{served.replicas}" if served else "-",
         state=state,
         detail=detail,
@@ -126,7 +133,7 @@ def _state(
     row: StatusRow, cluster: ClusterView, contains_promotion: bool | None
 ) -> tuple[str, str]:
     if cluster.error:
-        return UNREACHABLE, cluster.error
+        return (REFUSED if cluster.refused else UNREACHABLE), cluster.error
     if not row.in_step:
         return row.state, "the pin in Git is not what the alias names (see `mlopsctl status`)"
     application = cluster.application
@@ -146,10 +153,11 @@ def _state(
     served = cluster.served
     if served is None:
         return OLD_VERSION, "no model server Deployment"
-    if served.version != row.pinned:
+    version = served.versions.get(row.model)
+    if version != row.pinned:
         return (
             OLD_VERSION,
-            f"the pods serve {served.version or 'no version'}, Git pins {row.pinned}",
+            f"the pods serve {version or f'no version of {row.model}'}, Git pins {row.pinned}",
         )
     if not served.rolled_out:
         return ROLLING_OUT, (

@@ -150,6 +150,12 @@ def _list_webhooks(client: MlflowClient, page_token: str | None) -> PagedList[We
     return client.list_webhooks(max_results=100, page_token=page_token)
 
 
+def _search_model_versions(
+    client: MlflowClient, filter_string: str, page_token: str | None
+) -> PagedList[MlflowModelVersion]:
+    return client.search_model_versions(filter_string, max_results=1000, page_token=page_token)
+
+
 def _delete_webhook(client: MlflowClient, webhook_id: str) -> None:
     client.delete_webhook(webhook_id)
 
@@ -378,6 +384,49 @@ class MlflowRegistry:
             f"moving {model}@{alias} to v{version}",
             lambda client: client.set_registered_model_alias(model, alias, version),
             missing=lambda _error: False,
+        )
+
+    # -- model version tags ------------------------------------------------------------------
+
+    def versions_tagged(self, key: str) -> dict[tuple[str, str], dict[str, str]]:
+        """(model, version) -> its tags, for every version that carries the tag `key`."""
+        if "`" in key:
+            raise RegistryError(f"tag key {key!r}: a backtick cannot be searched for")
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        page_token: str | None = None
+        while True:
+            page = self._call(
+                f"searching versions tagged {key}",
+                partial(
+                    _search_model_versions,
+                    filter_string=f"tags.`{key}` LIKE '%'",
+                    page_token=page_token,
+                ),
+                missing=lambda _error: False,
+            )
+            if page is None:  # unreachable: nothing is "missing" here
+                raise RegistryError(f"MLflow at {self.base_url} answered no version list")
+            for version in page:
+                found[(str(version.name), str(version.version))] = {
+                    str(tag_key): str(value) for tag_key, value in (version.tags or {}).items()
+                }
+            page_token = page.token or None
+            if not page_token:
+                return found
+
+    def set_version_tag(self, model: str, version: str, key: str, value: str) -> None:
+        # Setting a tag is idempotent, so MLflow's retries of it are safe.
+        self._call(
+            f"tagging {model} v{version} with {key}",
+            lambda client: client.set_model_version_tag(model, version, key, value),
+            missing=lambda _error: False,
+        )
+
+    def delete_version_tag(self, model: str, version: str, key: str) -> None:
+        """Removes the tag; a version (or tag) that is already gone is not an error."""
+        self._call(
+            f"removing tag {key} from {model} v{version}",
+            lambda client: client.delete_model_version_tag(model, version, key),
         )
 
     # -- webhooks ----------------------------------------------------------------------------

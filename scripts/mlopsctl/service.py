@@ -8,6 +8,8 @@ burst of alias moves costs a few passes and a few commits, not one per move.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import random
 import subprocess
 import tempfile
@@ -20,13 +22,16 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mlopsctl import gitops, webhooks
+from mlopsctl import gitops, inventory, live, webhooks
 from mlopsctl.config import CONFIG_FILENAME, Config, load_config
 from mlopsctl.errors import MlopsctlError
+from mlopsctl.kubeapi import KubeApi
+from mlopsctl.live_cluster import EnvironmentReader
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
 from mlopsctl.promoter_http import HttpLimits, HttpServer, PromoterApp, ReadinessCache
 from mlopsctl.registry import MlflowRegistry
+from mlopsctl.status import status_rows
 from mlopsctl.toolchain import Toolchain
 
 # The longest a pass's own work may take before /healthz calls the worker stuck: a clone, a
@@ -144,6 +149,13 @@ class Metrics:
             "Unix time of the last pass that completed",
             registry=self.registry,
         )
+        self.deployment_tags = Counter(
+            "mlopsctl_deployment_tags",
+            "Deployment tags (deployed.<env>) set or removed on model versions, and passes that "
+            "could not write them",
+            ["environment", "result"],
+            registry=self.registry,
+        )
         self.out_of_step = Gauge(
             "mlopsctl_pins_out_of_step",
             "Pins on the branch that differ from their alias after the last pass "
@@ -173,6 +185,9 @@ class Settings:
     # branch_config; None lets the pass read the config from its own clone, unchecked (for tests
     # that replace the whole pass).
     read_config: Callable[[str, str], Config] | None = None
+    # The cluster that runs the owned environments; with it, each pass ends by writing the
+    # registry's deployment tags (deployed.<env>) for what runs there. None: no tags.
+    kubeconfig: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.environments:
@@ -268,6 +283,40 @@ class Reconciler:
         finally:
             self.passes += 1
         self._record(trigger, report, time.perf_counter() - started)
+        if settings.kubeconfig is not None:
+            self._record_deployments(trigger, settings.kubeconfig)
+
+    def _record_deployments(self, trigger: str, kubeconfig: Path) -> None:
+        """The deployment tags of every owned environment, from what its cluster runs. A
+        failure here is logged and counted; it never fails the promotion pass before it."""
+        settings = self.settings
+        tags = self.metrics.deployment_tags
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        try:
+            with (
+                tempfile.TemporaryDirectory(prefix="mlopsctl-deployed-") as scratch,
+                contextlib.closing(KubeApi(kubeconfig)) as kube,
+            ):
+                checkout = gitops.clone(
+                    settings.remote,
+                    settings.branch,
+                    Path(scratch) / "repository",
+                    credentials=settings.credentials,
+                )
+                config = load_config(checkout)
+                found = inventory.scan(checkout, config.render_exclude)
+                for environment in settings.environments:
+                    rows = status_rows(inventory.model_pins(found, environment), settings.registry)
+                    reader = EnvironmentReader(kube, environment)
+                    joined = live.live_rows(checkout, "HEAD", rows, {environment: reader})
+                    for change in live.record_deployments(
+                        settings.registry, environment, joined, now
+                    ):
+                        tags.labels(environment, "removed" if change.value is None else "set").inc()
+                        settings.log(f"deployment tags ({trigger}): {environment}: {change}")
+        except MlopsctlError as error:
+            tags.labels(",".join(settings.environments), "error").inc()
+            settings.log(f"deployment tags ({trigger}) not written: {error}")
 
     def _record(self, trigger: str, report: Report, seconds: float) -> None:
         """Metrics and log lines from the pass's typed report."""

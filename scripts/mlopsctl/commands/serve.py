@@ -11,12 +11,15 @@ import functools
 import os
 import signal
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from types import FrameType
 
 from mlopsctl import gitops, toolchain
 from mlopsctl.commands.common import positive_integer
 from mlopsctl.errors import MlopsctlError
+from mlopsctl.kubeapi import IN_CLUSTER, KubeApi, in_cluster_kubeconfig
 from mlopsctl.registry import MlflowRegistry
 from mlopsctl.service import (
     BranchMismatch,
@@ -90,6 +93,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=_from_environment("MLOPSCTL_KNOWN_HOSTS_FILE"),
         help="known_hosts for the SSH remote ($MLOPSCTL_KNOWN_HOSTS_FILE)",
     )
+    parser.add_argument(
+        "--kubeconfig",
+        default=_from_environment("MLOPSCTL_KUBECONFIG"),
+        help="the cluster that runs the environments: a kubeconfig, or `in-cluster` for the "
+        "pod's service account; each pass then tags the model versions that run there with "
+        "deployed.<env> ($MLOPSCTL_KUBECONFIG; default: no tags)",
+    )
     parser.add_argument("--max-attempts", type=positive_integer, default=20)
 
 
@@ -145,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         # A remote that is down, or a config that does not load, may be fixed while the service
         # runs; every pass checks again and refuses until it is.
         _stderr_log(f"cannot check {args.branch!r} against promotion.branch yet: {error}")
+    scratch = tempfile.TemporaryDirectory(prefix="mlopsctl-serve-")
+    kubeconfig = _kubeconfig(args.kubeconfig, Path(scratch.name))
     settings = Settings(
         remote=args.remote,
         branch=args.branch,
@@ -158,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         log=_stderr_log,
         pass_timeout_seconds=pass_allowance_seconds(git_timeout_seconds),
         read_config=read_config,
+        kubeconfig=kubeconfig,
     )
     service = Service(settings, _listen_address(args.listen))
     stop_requested = threading.Event()
@@ -175,4 +188,17 @@ def run(args: argparse.Namespace) -> int:
     while not stop_requested.wait(SIGNAL_CHECK_SECONDS):
         pass
     service.stop()
+    scratch.cleanup()
     return 0
+
+
+def _kubeconfig(value: str | None, scratch: Path) -> Path | None:
+    """The kubeconfig to read the cluster with; checked now, so a typo stops the start."""
+    if not value:
+        return None
+    if value == IN_CLUSTER:
+        kubeconfig = in_cluster_kubeconfig(scratch / "kubeconfig", os.environ)
+    else:
+        kubeconfig = Path(value)
+    KubeApi(kubeconfig).close()  # reads it: a missing file or context is said at once
+    return kubeconfig

@@ -8,11 +8,14 @@ Exits 1 when any row is out of step (files that disagree included), so CI and cr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from mlopsctl import gitops, inventory
@@ -24,9 +27,11 @@ from mlopsctl.commands.common import (
     registry,
     workspace,
 )
+from mlopsctl.errors import MlopsctlError
 from mlopsctl.kubeapi import KubeApi, KubeApiError
-from mlopsctl.live_cluster import read_cluster
-from mlopsctl.live_status import ClusterView, LiveRow, live_row
+from mlopsctl.live import live_rows, record_deployments
+from mlopsctl.live_cluster import EnvironmentReader
+from mlopsctl.registry import MlflowRegistry
 from mlopsctl.status import StatusRow, short_names, status_rows
 
 
@@ -49,11 +54,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="with --live: this context for every environment (default: each environment's "
         "kubeContext in mlopsctl.yaml, else the kubeconfig's current one)",
     )
+    parser.add_argument(
+        "--record-deployments",
+        action="store_true",
+        help="with --live: tag each model version that runs in step in an environment with "
+        "deployed.<env> (the commit) and deployed.<env>.since, and untag versions that left",
+    )
     add_registry_arguments(parser)
     add_repository_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.record_deployments and not args.live:
+        raise MlopsctlError("--record-deployments needs --live: tags follow what the cluster runs")
     space = workspace(args)
     check_environment(space, args.env)
     client = registry(args)
@@ -65,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
             gitops.worktree(space.repository, followed, Path(scratch)) as tree,
         ):
             pins = inventory.model_pins(inventory.scan(tree, space.config.render_exclude), args.env)
-        return _live(args, space, status_rows(pins, client), client.calls, followed)
+        with contextlib.ExitStack() as stack:
+            return _live(args, space, status_rows(pins, client), client, followed, stack)
     pins = inventory.model_pins(
         inventory.scan(space.repository, space.config.render_exclude), args.env
     )
@@ -105,42 +119,41 @@ def _followed(space: Any) -> str:
 
 
 def _live(
-    args: argparse.Namespace, space: Any, rows: list[StatusRow], calls: int, followed: str
+    args: argparse.Namespace,
+    space: Any,
+    rows: list[StatusRow],
+    client: MlflowRegistry,
+    followed: str,
+    stack: contextlib.ExitStack,
 ) -> int:
     kubeconfig = args.kubeconfig or Path(
         os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config"
     )
-    clusters: dict[str, ClusterView | KubeApi] = {}
-    live: list[LiveRow] = []
-    for row in rows:
-        environment = row.environment
-        if environment not in clusters:
-            context = args.context or space.config.kube_context(environment)
-            try:
-                clusters[environment] = KubeApi(kubeconfig, context)
-            except KubeApiError as error:
-                clusters[environment] = ClusterView(error=str(error))
-        reached = clusters[environment]
-        component = _component(row)
-        view = (
-            reached
-            if isinstance(reached, ClusterView)
-            else read_cluster(reached, environment, component)
-        )
-        contains: bool | None = None
-        revision = view.application.synced_revision if view.application else ""
-        commit = gitops.last_commit_touching(
-            space.repository, followed, [pinned.file for pinned in row.files]
-        )
-        if commit and revision:
-            contains = gitops.contains(space.repository, commit, revision)
-        live.append(live_row(row, view, contains))
-    for reached in clusters.values():
-        if isinstance(reached, KubeApi):
-            reached.close()
+    clusters: dict[str, EnvironmentReader | str] = {}
+    for environment in dict.fromkeys(row.environment for row in rows):
+        try:
+            kube = KubeApi(kubeconfig, args.context or space.config.kube_context(environment))
+        except KubeApiError as error:
+            clusters[environment] = str(error)
+        else:
+            stack.callback(kube.close)
+            clusters[environment] = EnvironmentReader(kube, environment)
+    live = live_rows(space.repository, followed, rows, clusters)
+    recorded: list[str] = []
+    if args.record_deployments:
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        for environment in clusters:
+            recorded += map(str, record_deployments(client, environment, live, now))
     if args.format == "json":
         print(
-            json.dumps({"rows": [asdict(row) for row in live], "registry_calls": calls}, indent=2)
+            json.dumps(
+                {
+                    "rows": [asdict(row) for row in live],
+                    "registry_calls": client.calls,
+                    "deployment_tags": recorded,
+                },
+                indent=2,
+            )
         )
     else:
         print_table(
@@ -178,14 +191,6 @@ def _live(
                 for row in live
             ],
         )
+    for line in recorded:
+        print(f"deployment tag: {line}", file=sys.stderr)
     return 0 if all(row.in_step for row in live) else 1
-
-
-def _component(row: StatusRow) -> str:
-    """The component whose pods serve the model: the model server's, if one of the files is."""
-    components = [
-        PurePosixPath(pinned.file).parts[2]
-        for pinned in row.files
-        if len(PurePosixPath(pinned.file).parts) > 3
-    ]
-    return "model-server" if "model-server" in components else (components or ["model-server"])[0]
