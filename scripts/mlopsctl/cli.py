@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from mlopsctl import __version__
 from mlopsctl.commands import (
+    bootstrap,
     diff,
     pins,
     promote,
@@ -36,6 +37,7 @@ COMMANDS = {
     "serve": serve,
     "webhook": webhook,
     "up": up,
+    "bootstrap": bootstrap,
 }
 
 

@@ -15,7 +15,6 @@ uncommitted edits too); `Settings.git_repository` serves an existing bare reposi
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import secrets
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlopsctl import toolchain
+from mlopsctl import hand_made_secrets, toolchain
 from mlopsctl.config import Config, load_config
 from mlopsctl.kustomize import render_root
 from mlopsctl.localrun import (
@@ -429,31 +428,7 @@ class LocalRun:
         assert self.cluster is not None
         for secret in self.config.secrets_created_by_hand(self.settings.environment):
             self.cluster.ensure_namespace(secret.namespace)
-            data = {
-                key: base64.b64encode(self._secret_value(recipe).encode()).decode()
-                for key, recipe in secret.keys
-            }
-            self.cluster.apply(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": secret.name, "namespace": secret.namespace},
-                    "data": data,
-                },
-                "",
-            )
-
-    def _secret_value(self, recipe: str) -> str:
-        kind, _, argument = recipe.partition(":")
-        if kind == "fernet-key":
-            return base64.urlsafe_b64encode(os.urandom(32)).decode()
-        if kind == "git-token":
-            return self.git_token
-        if kind == "hex":
-            return os.urandom(int(argument)).hex()
-        if kind == "base64":
-            return base64.b64encode(os.urandom(int(argument))).decode()
-        return argument  # literal
+            self.cluster.apply(hand_made_secrets.secret_object(secret, self.git_token), "")
 
     # -- chart stand-ins -----------------------------------------------------------------------
 
