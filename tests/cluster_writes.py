@@ -56,25 +56,61 @@ def deploy(
     phase: str = "Succeeded",
     ready: int = 1,
 ) -> None:
-    """What Argo CD and the kubelet would leave behind after syncing `revision`."""
-    application = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": f"model-server-{ENVIRONMENT}", "namespace": "argocd"},
-        "spec": {
-            "project": "platform",
-            "source": {
-                "repoURL": "https://github.com/example-org/mlops-platform.git",
-                "targetRevision": "main",
-                "path": f"overlays/{ENVIRONMENT}/model-server",
+    """What Argo CD and the kubelet would leave behind after syncing `revision` of local's model
+    server, serving `model` at `version`."""
+    deploy_models(
+        kube,
+        ENVIRONMENT,
+        "model-server",
+        "ml-platform",
+        [model],
+        version,
+        revision,
+        sync=sync,
+        health=health,
+        phase=phase,
+        ready=ready,
+    )
+
+
+def deploy_models(
+    kube: KubeApi,
+    environment: str,
+    component: str,
+    namespace: str,
+    models: list[str],
+    version: str,
+    revision: str,
+    sync: str = "Synced",
+    health: str = "Healthy",
+    phase: str = "Succeeded",
+    ready: int = 1,
+) -> None:
+    """The Application `<component>-<environment>` synced to `revision` and the Deployment
+    `component` in `namespace`, whose pods read each model's `models:/<model>/<version>` from
+    one ConfigMap, as the model server reads MODEL_URI."""
+    name = f"{component}-{environment}"
+    for body in (
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": name, "namespace": "argocd"},
+            "spec": {
+                "project": "platform",
+                "source": {
+                    "repoURL": "https://github.com/example-org/mlops-platform.git",
+                    "targetRevision": "main",
+                    "path": f"overlays/{environment}/{component}",
+                },
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
             },
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": "ml-platform"},
         },
-    }
-    apply(kube, application)
+    ):
+        apply(kube, body)
     write_status(
         kube,
-        f"/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/model-server-{ENVIRONMENT}",
+        f"/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/{name}",
         {
             "status": {
                 "sync": {"status": sync, "revision": revision},
@@ -83,54 +119,44 @@ def deploy(
             }
         },
     )
-    pin = f"model-server-pin-{version}"
+    pin = f"{component}-pin-{version}"
+    keys = {
+        model: "MODEL_URI" if len(models) == 1 else f"MODEL_URI_{index}"
+        for index, model in enumerate(models)
+    }
     apply(
         kube,
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": pin, "namespace": "ml-platform"},
-            "data": {"MODEL_URI": f"models:/{model}/{version}"},
+            "metadata": {"name": pin, "namespace": namespace},
+            "data": {key: f"models:/{model}/{version}" for model, key in keys.items()},
         },
     )
-    labels = {"app.kubernetes.io/name": "model-server"}
+    labels = {"app.kubernetes.io/name": component}
+    container = {
+        "name": component,
+        "image": "ghcr.io/example-org/mlops-platform/model-server:0.1.0",
+        "env": [
+            {"name": key, "valueFrom": {"configMapKeyRef": {"name": pin, "key": key}}}
+            for key in keys.values()
+        ],
+    }
+    template = {"metadata": {"labels": labels}, "spec": {"containers": [container]}}
     apply(
         kube,
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "model-server", "namespace": "ml-platform"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "model-server",
-                                "image": "ghcr.io/example-org/mlops-platform/model-server:0.1.0",
-                                "env": [
-                                    {
-                                        "name": "MODEL_URI",
-                                        "valueFrom": {
-                                            "configMapKeyRef": {"name": pin, "key": "MODEL_URI"}
-                                        },
-                                    }
-                                ],
-                            }
-                        ]
-                    },
-                },
-            },
+            "metadata": {"name": component, "namespace": namespace},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template},
         },
     )
-    _status, deployment = kube.request(
-        "GET", "/apis/apps/v1/namespaces/ml-platform/deployments/model-server"
-    )
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{component}"
+    _status, deployment = kube.request("GET", path)
     write_status(
         kube,
-        "/apis/apps/v1/namespaces/ml-platform/deployments/model-server",
+        path,
         {
             "status": {
                 "observedGeneration": deployment["metadata"]["generation"],

@@ -18,12 +18,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.mlflow_fixtures import MlflowServer, start_server, stop_server
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PROMOTIONS = 30
 STATUS_MODELS = 200
+ENVIRONMENTS = {"local": "challenger", "staging": "challenger", "production": "champion"}
 MLOPSCTL = str(Path(sys.executable).parent / "mlopsctl")
 KUBECTL = str(REPOSITORY / ".tools" / "bin" / "kubectl")
 
@@ -111,11 +113,7 @@ def status_at_scale(server: MlflowServer, scratch: Path) -> None:
         'kubernetesVersion: "1.35"\n'
     )
     models = [f"bench-{index:03d}" for index in range(STATUS_MODELS)]
-    for environment, alias in (
-        ("local", "challenger"),
-        ("staging", "challenger"),
-        ("production", "champion"),
-    ):
+    for environment, alias in ENVIRONMENTS.items():
         literals = "".join(
             f"      # mlopsctl: model {model}@{alias}\n      - M{index}=models:/{model}/1\n"
             for index, model in enumerate(models)
@@ -130,28 +128,71 @@ def status_at_scale(server: MlflowServer, scratch: Path) -> None:
         for model in models:
             version = server.register(model, {"accuracy": 0.9}, alias="challenger")
             client.set_registered_model_alias(model, "champion", version)
-    started = time.perf_counter()
-    completed = subprocess.run(
-        [
-            MLOPSCTL,
-            "status",
-            "--repo",
-            str(repository),
-            "--mlflow-uri",
-            server.url,
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    report = json.loads(completed.stdout)
+    command = [MLOPSCTL, "status", "--repo", str(repository), "--mlflow-uri", server.url]
+    elapsed, report = timed_json([*command, "--format", "json"])
     print(
         f"status: {STATUS_MODELS} models x 3 environments = {len(report['pins'])} pins "
         f"in {elapsed:.2f} s, {report['registry_calls']} registry calls "
         f"(one per model and alias; pins sharing an alias share its answer)"
+    )
+    live_status_at_scale(repository, models, [*command, "--format", "json"], elapsed)
+
+
+def timed_json(command: list[str]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    return elapsed, json.loads(completed.stdout)
+
+
+def live_status_at_scale(
+    repository: Path, models: list[str], status_command: list[str], status_seconds: float
+) -> None:
+    """`status --live` on the same pins, each environment's cluster being the tests' real
+    kube-apiserver with what Argo CD and the kubelet would have written: an Application per
+    environment, synced to the commit that holds the pins, and a Deployment whose pods read all
+    200 pins from one ConfigMap."""
+    from mlopsctl import server_validation
+    from mlopsctl.kubeapi import KubeApi
+    from tests import cluster_writes, kube_apiserver
+
+    run("git", "init", "--quiet", "--initial-branch=main", cwd=repository)
+    run("git", "add", ".", cwd=repository)
+    run(
+        "git",
+        "-c",
+        "user.name=b",
+        "-c",
+        "user.email=b@example.test",
+        "commit",
+        "-qm",
+        "pins",
+        cwd=repository,
+    )
+    revision = run("git", "rev-parse", "HEAD", cwd=repository).strip()
+    with tempfile.TemporaryDirectory(prefix="bench-kube-apiserver-") as scratch:
+        server = kube_apiserver.start(Path(scratch))
+        kube = KubeApi(server.kubeconfig)
+        try:
+            server_validation.prepare(kube, [])
+            cluster_writes.apply(
+                kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argocd"}}
+            )
+            for environment in ENVIRONMENTS:
+                cluster_writes.deploy_models(
+                    kube, environment, "models", f"ml-{environment}", models, "1", revision
+                )
+            live_seconds, report = timed_json(
+                [*status_command, "--live", "--kubeconfig", str(server.kubeconfig)]
+            )
+        finally:
+            kube.close()
+            server.stop()
+    in_step = sum(1 for row in report["rows"] if row["state"] == "in step")
+    print(
+        f"status --live: {len(report['rows'])} rows ({in_step} in step) in {live_seconds:.2f} s, "
+        f"{live_seconds / status_seconds:.1f}x plain status; per environment one list of "
+        f"Applications, Deployments and ConfigMaps, and one git log for every pin"
     )
 
 
