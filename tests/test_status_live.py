@@ -242,3 +242,17 @@ def test_in_cluster_needs_a_mounted_token(tmp_path):
         in_cluster_kubeconfig(
             tmp_path / "kubeconfig", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, tmp_path
         )
+
+
+def test_a_context_naming_a_missing_cluster_is_a_row_not_a_crash(
+    cli, promoted, mlflow_server, api_server, tmp_path
+):
+    platform, _before, _after = promoted
+    document = yaml.safe_load(api_server.kubeconfig.read_text())
+    for context in document["contexts"]:
+        context["context"]["cluster"] = "nowhere"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(document))
+    result = live_status(cli, platform, mlflow_server.url, kubeconfig)
+    assert result.exit_code == 1
+    assert "names a cluster or user the file does not define ('nowhere')" in result.stdout

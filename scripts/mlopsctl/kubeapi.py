@@ -54,6 +54,30 @@ class KubeApi:
             document = yaml.safe_load(kubeconfig.read_text())
         except (OSError, yaml.YAMLError) as error:
             raise KubeApiError(f"{kubeconfig}: cannot read the kubeconfig: {error}") from error
+        if not isinstance(document, dict):
+            raise KubeApiError(f"{kubeconfig}: not a kubeconfig (no mapping at the top)")
+        self._scratch = tempfile.TemporaryDirectory(prefix="mlopsctl-kubeapi-")
+        try:
+            self._load(document, context, kubeconfig)
+        except KubeApiError:
+            self._scratch.cleanup()
+            raise
+        except KeyError as error:
+            self._scratch.cleanup()
+            raise KubeApiError(
+                f"{kubeconfig}: context {context or document.get('current-context')!r} names a "
+                f"cluster or user the file does not define ({error})"
+            ) from error
+        except (OSError, ValueError, TypeError, AttributeError) as error:
+            # A certificate that is missing or not PEM, a `-data` field that is not base64, a
+            # section that is not a mapping.
+            self._scratch.cleanup()
+            raise KubeApiError(
+                f"{kubeconfig}: context {context or document.get('current-context')!r}: cannot "
+                f"use its cluster or user: {error}"
+            ) from error
+
+    def _load(self, document: dict[str, Any], context: str | None, kubeconfig: Path) -> None:
         name = context or document.get("current-context")
         contexts = {item["name"]: item["context"] for item in document.get("contexts") or []}
         if name not in contexts:
@@ -63,7 +87,6 @@ class KubeApi:
         users = {item["name"]: item["user"] for item in document.get("users") or []}
         cluster, user = clusters[chosen["cluster"]], users.get(chosen.get("user"), {})
         self.server = str(cluster["server"]).rstrip("/")
-        self._scratch = tempfile.TemporaryDirectory(prefix="mlopsctl-kubeapi-")
         self.context = ssl.create_default_context(
             cafile=self._file(cluster, "certificate-authority", kubeconfig)
         )
