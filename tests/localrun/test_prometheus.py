@@ -29,7 +29,7 @@ ROOTS = (
     "overlays/local/promoter",
     "overlays/local/postgres",
 )
-RUNBOOK = "https://github.com/example-org/mlops-platform/blob/main/README.md#"
+RUNBOOK = "https://github.com/example-org/mlops-platform/blob/main/docs/runbook.md#"
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 
@@ -608,9 +608,8 @@ def test_every_alert_has_unit_tests_that_fire_it_and_that_do_not(rendered: Rende
     assert alerts - quiet == set(), "alerts no unit test expects to stay quiet"
 
 
-def test_every_alert_says_what_to_do_and_links_its_runbook_in_the_readme(rendered: Rendered):
-    readme = (REPOSITORY / "README.md").read_text()
-    runbook = readme.split("### Runbook: alerts", 1)[1].split("\n### ", 1)[0]
+def test_every_alert_says_what_to_do_and_links_its_runbook(rendered: Rendered):
+    runbook = (REPOSITORY / "docs/runbook.md").read_text()
     alerts = [
         rule
         for body in rendered.bodies("PrometheusRule")
@@ -623,7 +622,7 @@ def test_every_alert_says_what_to_do_and_links_its_runbook_in_the_readme(rendere
         annotations = rule["annotations"]
         assert annotations["summary"].strip() and annotations["description"].strip()
         assert annotations["runbook_url"] == RUNBOOK + rule["alert"].lower()
-        assert f"\n#### {rule['alert']}\n\n*{rule['labels']['severity']}*: " in runbook
+        assert f"\n## {rule['alert']}\n\n*{rule['labels']['severity']}*: " in runbook
 
 
 def test_the_alert_rules_pass_their_promtool_unit_tests(rendered: Rendered, tmp_path: Path):
