@@ -43,8 +43,15 @@ def test_a_version_newly_live_gets_the_commit_and_the_time():
     ]
 
 
-def test_a_version_already_tagged_keeps_its_time():
+def test_a_version_already_tagged_keeps_its_commit_and_time():
     assert plan("staging", [row("iris", "3", "c3")], {("iris", "3"): deployed("c3")}, NOW) == []
+    # A later commit to the pin's file (an image tag, say) does not deploy the version again.
+    assert plan("staging", [row("iris", "3", "c9")], {("iris", "3"): deployed("c3")}, NOW) == []
+
+
+def test_nothing_moves_without_proof_that_the_synced_revision_has_the_pin():
+    unproven = replace(row("iris", "4", "c4"), contains_promotion=None)
+    assert plan("staging", [unproven], {("iris", "3"): deployed("c3")}, NOW) == []
 
 
 def test_the_version_replaced_loses_both_tags():

@@ -218,6 +218,24 @@ def test_the_promoter_tags_the_version_that_runs_in_its_cluster(
     )
 
 
+def test_a_cluster_it_cannot_read_is_said_and_counted(
+    platform, mlflow_server, start_promoter, api_server, tmp_path
+):
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    kubeconfig = api_server.unreachable_kubeconfig(tmp_path / "kubeconfig")
+    promoter = start_promoter(platform, mlflow_server.url, 3600, "--kubeconfig", str(kubeconfig))
+    wait_for(
+        lambda: (
+            promoter.metric('mlopsctl_deployment_tags_total{environment="local",result="error"}')
+            >= 1
+        ),
+        60,
+        "the failed read counted",
+    )
+    assert "deployment tags (startup): local: not written: " in promoter.log.read_text()
+    assert "cannot reach the API server" in promoter.log.read_text()
+
+
 def test_a_bad_kubeconfig_stops_the_start(platform, mlflow_server, tmp_path):
     completed = subprocess.run(
         [

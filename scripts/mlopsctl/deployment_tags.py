@@ -1,8 +1,9 @@
 """Deployment tags: where each model version runs, written on the version in the registry, so
 the registry's UI shows it. Once a promotion is live in an environment (the row is in step end
 to end: Argo CD Synced and Healthy on a revision that contains the pin's commit, the pods ready
-on the version), the version gets `deployed.<env>` = that commit and `deployed.<env>.since` =
-when it was first seen live; a version that no longer runs there loses both.
+on the version), the version gets `deployed.<env>` = the pin's last commit and
+`deployed.<env>.since` = the time, both from when it was first seen live; a version that no longer
+runs there loses both.
 
 Pure: an environment's live rows and the versions that carry its tag now, in; the tag changes
 out. A model with any row not yet in step is left as it is: its rollout is under way or
@@ -50,15 +51,17 @@ def plan(
     mine = [row for row in rows if row.environment == environment]
     if any(row.state in (UNREACHABLE, REFUSED) for row in mine):
         return []  # nothing about this environment can be confirmed, not even a removal
-    unsettled = {row.model for row in mine if not row.in_step}
+    # In step, and proven so: the synced revision is known to contain the pin's commit.
+    unsettled = {row.model for row in mine if not row.in_step or row.contains_promotion is not True}
     live: dict[tuple[str, str], str] = {}
     for row in mine:
         if row.model not in unsettled and row.commit:
             live[(row.model, row.served)] = row.commit
     changes: list[TagChange] = []
     for (model, version), commit in sorted(live.items()):
-        tags = tagged.get((model, version), {})
-        if tags.get(key) != commit:
+        # A version keeps the commit it was first seen live with: later commits to the pin's
+        # file (an image tag, another pin) do not deploy it again.
+        if key not in tagged.get((model, version), {}):
             # `key` last when setting and first-searched when removing: a pass cut short leaves
             # `key` out of date, so the next pass sees the work as undone and finishes it.
             changes.append(TagChange(model, version, since, now))

@@ -27,6 +27,7 @@ from mlopsctl.config import CONFIG_FILENAME, Config, load_config
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.kubeapi import KubeApi
 from mlopsctl.live_cluster import EnvironmentReader
+from mlopsctl.live_status import REFUSED, UNREACHABLE
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
 from mlopsctl.promoter_http import HttpLimits, HttpServer, PromoterApp, ReadinessCache
@@ -288,9 +289,9 @@ class Reconciler:
 
     def _record_deployments(self, trigger: str, kubeconfig: Path) -> None:
         """The deployment tags of every owned environment, from what its cluster runs. A
-        failure here is logged and counted; it never fails the promotion pass before it."""
+        failure here is logged and counted per environment; it never fails the promotion pass
+        before it."""
         settings = self.settings
-        tags = self.metrics.deployment_tags
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         try:
             with (
@@ -306,17 +307,42 @@ class Reconciler:
                 config = load_config(checkout)
                 found = inventory.scan(checkout, config.render_exclude)
                 for environment in settings.environments:
-                    rows = status_rows(inventory.model_pins(found, environment), settings.registry)
-                    reader = EnvironmentReader(kube, environment)
-                    joined = live.live_rows(checkout, "HEAD", rows, {environment: reader})
-                    for change in live.record_deployments(
-                        settings.registry, environment, joined, now
-                    ):
-                        tags.labels(environment, "removed" if change.value is None else "set").inc()
-                        settings.log(f"deployment tags ({trigger}): {environment}: {change}")
+                    try:
+                        self._record_environment(kube, checkout, found, environment, now, trigger)
+                    except MlopsctlError as error:
+                        self._deployment_tags_failed(trigger, environment, str(error))
         except MlopsctlError as error:
-            tags.labels(",".join(settings.environments), "error").inc()
-            settings.log(f"deployment tags ({trigger}) not written: {error}")
+            for environment in settings.environments:
+                self._deployment_tags_failed(trigger, environment, str(error))
+
+    def _record_environment(
+        self,
+        kube: KubeApi,
+        checkout: Path,
+        found: list[inventory.LocatedPin],
+        environment: str,
+        now: str,
+        trigger: str,
+    ) -> None:
+        settings = self.settings
+        rows = status_rows(inventory.model_pins(found, environment), settings.registry)
+        joined = live.live_rows(
+            checkout, "HEAD", rows, {environment: EnvironmentReader(kube, environment)}
+        )
+        unread = [row for row in joined if row.state in (UNREACHABLE, REFUSED)]
+        if unread:
+            # Nothing can be confirmed, so nothing moves; said every pass, or a promoter without
+            # its Roles would never tag and never say why.
+            self._deployment_tags_failed(trigger, environment, unread[0].detail)
+            return
+        for change in live.record_deployments(settings.registry, environment, joined, now):
+            result = "removed" if change.value is None else "set"
+            self.metrics.deployment_tags.labels(environment, result).inc()
+            settings.log(f"deployment tags ({trigger}): {environment}: {change}")
+
+    def _deployment_tags_failed(self, trigger: str, environment: str, reason: str) -> None:
+        self.metrics.deployment_tags.labels(environment, "error").inc()
+        self.settings.log(f"deployment tags ({trigger}): {environment}: not written: {reason}")
 
     def _record(self, trigger: str, report: Report, seconds: float) -> None:
         """Metrics and log lines from the pass's typed report."""

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import os
 import sys
 import tempfile
 from dataclasses import asdict
@@ -28,7 +27,7 @@ from mlopsctl.commands.common import (
     workspace,
 )
 from mlopsctl.errors import MlopsctlError
-from mlopsctl.kubeapi import KubeApi, KubeApiError
+from mlopsctl.kubeapi import KubeApi, KubeApiError, kubeconfig_path
 from mlopsctl.live import live_rows, record_deployments
 from mlopsctl.live_cluster import EnvironmentReader
 from mlopsctl.registry import MlflowRegistry
@@ -57,16 +56,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--record-deployments",
         action="store_true",
-        help="with --live: tag each model version that runs in step in an environment with "
-        "deployed.<env> (the commit) and deployed.<env>.since, and untag versions that left",
+        help="with --live and --env: tag each model version that runs in step in the "
+        "environment with deployed.<env> (the commit) and deployed.<env>.since, and untag "
+        "versions that left",
     )
     add_registry_arguments(parser)
     add_repository_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.record_deployments and not args.live:
-        raise MlopsctlError("--record-deployments needs --live: tags follow what the cluster runs")
+    if args.record_deployments and not (args.live and args.env):
+        # Each environment follows its own registry (mlopsctl.yaml `registries`), whose version
+        # numbers are its own: tags go to one environment's registry at a time.
+        raise MlopsctlError(
+            "--record-deployments needs --live (tags follow what the cluster runs) and --env "
+            "(the environment whose registry --mlflow-uri is)"
+        )
     space = workspace(args)
     check_environment(space, args.env)
     client = registry(args)
@@ -126,9 +131,7 @@ def _live(
     followed: str,
     stack: contextlib.ExitStack,
 ) -> int:
-    kubeconfig = args.kubeconfig or Path(
-        os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config"
-    )
+    kubeconfig = kubeconfig_path(args.kubeconfig)
     clusters: dict[str, EnvironmentReader | str] = {}
     for environment in dict.fromkeys(row.environment for row in rows):
         try:
