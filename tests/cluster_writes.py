@@ -55,9 +55,10 @@ def deploy(
     health: str = "Healthy",
     phase: str = "Succeeded",
     ready: int = 1,
+    old_pods: int = 0,
 ) -> None:
     """What Argo CD and the kubelet would leave behind after syncing `revision` of local's model
-    server, serving `model` at `version`."""
+    server, serving `model` at `version` (and `old_pods` of the template before, still up)."""
     deploy_models(
         kube,
         ENVIRONMENT,
@@ -70,6 +71,7 @@ def deploy(
         health=health,
         phase=phase,
         ready=ready,
+        old_pods=old_pods,
     )
 
 
@@ -85,6 +87,7 @@ def deploy_models(
     health: str = "Healthy",
     phase: str = "Succeeded",
     ready: int = 1,
+    old_pods: int = 0,
 ) -> None:
     """The Application `<component>-<environment>` synced to `revision` and the Deployment
     `component` in `namespace`, whose pods read each model's `models:/<model>/<version>` from
@@ -160,10 +163,10 @@ def deploy_models(
         {
             "status": {
                 "observedGeneration": deployment["metadata"]["generation"],
-                "replicas": 1,
+                "replicas": 1 + old_pods,
                 "updatedReplicas": 1,
-                "readyReplicas": ready,
-                "availableReplicas": ready,
+                "readyReplicas": ready + old_pods,
+                "availableReplicas": ready + old_pods,
             }
         },
     )

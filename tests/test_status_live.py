@@ -10,9 +10,11 @@ ConfigMap it reads.
 from __future__ import annotations
 
 import datetime
+import http.server
 import json
 import shutil
 import subprocess
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,7 @@ def test_in_step_end_to_end(cli, promoted, mlflow_server, api_server, kube):
         ({"health": "Degraded"}, "degraded", "Degraded since 2026-12-02T06:00:00Z"),
         ({"version": "0"}, "pods on old version", "the pods serve 0, Git pins 1"),
         ({"ready": 0}, "rolling out", "1/1 updated, 0 ready"),
+        ({"old_pods": 1}, "rolling out", "1/1 updated, 2 ready, 1 from an older template"),
     ],
 )
 def test_each_way_of_being_out_of_step(
@@ -170,6 +173,17 @@ def test_record_deployments_needs_live(cli, platform, mlflow_server):
     )
     assert result.exit_code != 0
     assert "--record-deployments needs --live" in result.stderr
+    no_environment = cli(
+        "status",
+        "--repo",
+        str(platform.checkout),
+        "--mlflow-uri",
+        mlflow_server.url,
+        "--live",
+        "--record-deployments",
+    )
+    assert no_environment.exit_code != 0
+    assert "and --env (the environment whose registry --mlflow-uri is)" in no_environment.stderr
 
 
 def service_account_directory(kube, api_server, directory: Path, name: str) -> Path:
@@ -256,3 +270,49 @@ def test_a_context_naming_a_missing_cluster_is_a_row_not_a_crash(
     result = live_status(cli, platform, mlflow_server.url, kubeconfig)
     assert result.exit_code == 1
     assert "names a cluster or user the file does not define ('nowhere')" in result.stdout
+
+
+class LoginPage(http.server.BaseHTTPRequestHandler):
+    """What a proxy or a login page in front of the API server answers: 200 and HTML."""
+
+    def do_GET(self) -> None:
+        body = b"<html>please log in</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_arguments: Any) -> None:
+        pass
+
+
+def test_an_answer_that_is_not_the_kubernetes_api_is_a_row_not_a_crash(
+    cli, promoted, mlflow_server, tmp_path
+):
+    platform, _before, _after = promoted
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        kubeconfig = tmp_path / "kubeconfig"
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "clusters": [{"name": "proxy", "cluster": {"server": url}}],
+                    "users": [{"name": "someone", "user": {"token": "t"}}],
+                    "contexts": [
+                        {"name": "proxy", "context": {"cluster": "proxy", "user": "someone"}}
+                    ],
+                    "current-context": "proxy",
+                }
+            )
+        )
+        result = live_status(cli, platform, mlflow_server.url, kubeconfig)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1
+    assert "cluster unreachable" in result.stdout
+    assert "HTTP 200 but not a Kubernetes API answer" in result.stdout

@@ -526,8 +526,9 @@ def last_commits_touching(
     """For each of `paths` (relative to `directory`), the newest commit reachable from `revision`
     that changed it, with its place in the log (0 = newest), from one `git log`.
 
-    Paths whose last change only a merge commit shows (git lists no files for merges) are left
-    out: ask `last_commit_touching` for those."""
+    A merge that git's history simplification keeps (it differs from every parent on the paths,
+    e.g. a conflict resolved by hand) counts with what it brought to the branch: its diff against
+    the first parent. Paths the log does not list are left out."""
     if not paths:
         return {}
     completed = git(
@@ -535,6 +536,7 @@ def last_commits_touching(
         "log",
         "--relative",
         "--name-only",
+        "--diff-merges=first-parent",
         "--format=%x00%H",
         revision,
         "--",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import ssl
 import tempfile
@@ -134,7 +135,7 @@ class KubeApi:
             with urllib.request.urlopen(
                 request, context=self.context, timeout=REQUEST_TIMEOUT_SECONDS
             ) as response:
-                return response.status, json.loads(response.read() or b"{}")
+                status, text = response.status, response.read()
         except urllib.error.HTTPError as error:
             try:
                 answer = json.loads(error.read() or b"{}")
@@ -143,6 +144,17 @@ class KubeApi:
             return error.code, answer if isinstance(answer, dict) else {}
         except (urllib.error.URLError, OSError) as error:
             raise KubeApiError(f"{self.server}: cannot reach the API server: {error}") from error
+        try:
+            answer = json.loads(text or b"{}")
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            # A login page or a proxy answering for the API server: say so, not a traceback.
+            raise KubeApiError(
+                f"{self.server}{path.split('?')[0]}: HTTP {status} but not a Kubernetes API "
+                f"answer (not a JSON object: {text[:80]!r})"
+            )
+        return status, answer
 
     def resources(self) -> dict[tuple[str, str], ApiResource]:
         """(apiVersion, kind) -> where the server serves it, from discovery (asked once)."""
@@ -211,6 +223,16 @@ class KubeApi:
         if not causes and typed:
             causes = [(typed["field"], typed["problem"])]
         return Refusal(status, message, causes)
+
+
+def kubeconfig_path(given: Path | None) -> Path:
+    """--kubeconfig, else $KUBECONFIG, else ~/.kube/config. kubectl merges every file a
+    $KUBECONFIG list names; this reads one: the first that exists (else the first named)."""
+    if given is not None:
+        return given
+    listed = [Path(part) for part in os.environ.get("KUBECONFIG", "").split(os.pathsep) if part]
+    existing = [path for path in listed if path.is_file()]
+    return (existing or listed or [Path.home() / ".kube" / "config"])[0]
 
 
 SERVICE_ACCOUNT_DIRECTORY = Path("/var/run/secrets/kubernetes.io/serviceaccount")

@@ -50,7 +50,10 @@ class EnvironmentReader:
         if application is None:
             return ClusterView()
         state = ApplicationState.of(application)
-        namespace = str(((application.get("spec") or {}).get("destination") or {}).get("namespace"))
+        namespace = ((application.get("spec") or {}).get("destination") or {}).get("namespace")
+        if not namespace:
+            # Resources that name their own namespace: no one place to look for the Deployment.
+            return ClusterView(application=state)
         deployment = self._in_namespace("apps/v1", "deployments", namespace).get(component)
         if deployment is None:
             return ClusterView(application=state)
@@ -90,6 +93,8 @@ def _served(deployment: dict[str, Any], config_maps: dict[str, dict[str, Any]]) 
         replicas=int(spec.get("replicas", 1)),
         ready_replicas=int(status.get("readyReplicas", 0)),
         updated_replicas=int(status.get("updatedReplicas", 0)),
+        current_replicas=int(status.get("replicas", 0)),
+        available_replicas=int(status.get("availableReplicas", 0)),
         observed=int(status.get("observedGeneration", 0)) >= int(metadata.get("generation", 0)),
     )
 

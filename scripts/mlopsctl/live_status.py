@@ -62,14 +62,24 @@ class ServedState:
     version), and its rollout."""
 
     versions: dict[str, str]
-    replicas: int
+    replicas: int  # desired (spec)
     ready_replicas: int
     updated_replicas: int
     observed: bool  # the controller has seen the newest template (observedGeneration)
+    current_replicas: int = 0  # every pod the Deployment has, old template included (status)
+    available_replicas: int = 0
 
     @property
     def rolled_out(self) -> bool:
-        return self.observed and self.updated_replicas >= self.replicas and self.ready_replicas > 0
+        """kubectl rollout status's rule: every desired pod runs the newest template, no pod of an
+        older one is left, and every updated pod is available."""
+        return (
+            self.observed
+            and self.updated_replicas >= self.replicas
+            and self.current_replicas <= self.updated_replicas
+            and self.available_replicas >= self.updated_replicas
+            and self.ready_replicas > 0
+        )
 
 
 @dataclass(frozen=True)
@@ -160,8 +170,10 @@ def _state(
             f"the pods serve {version or f'no version of {row.model}'}, Git pins {row.pinned}",
         )
     if not served.rolled_out:
+        older = served.current_replicas - served.updated_replicas
         return ROLLING_OUT, (
             f"{served.updated_replicas}/{served.replicas} updated, {served.ready_replicas} ready"
+            + (f", {older} from an older template" if older > 0 else "")
         )
     if application.health != "Healthy":
         return PROGRESSING, f"Argo CD says {application.health}"

@@ -6,7 +6,6 @@ Exit codes: 0 clean, 1 findings, 2 could not run.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from mlopsctl import kustomize, toolchain
 from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
 from mlopsctl.findings import format_json, format_text
-from mlopsctl.kubeapi import KubeApi
+from mlopsctl.kubeapi import KubeApi, kubeconfig_path
 from mlopsctl.upstream import write_crd_schemas
 from mlopsctl.validation import validate
 
@@ -66,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
     roots = select_roots(args.roots, discovered, space.repository)
     kube: KubeApi | None = None
     if args.server:
-        kubeconfig = args.kubeconfig or Path(
-            os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config"
-        )
+        kubeconfig = kubeconfig_path(args.kubeconfig)
         kube = KubeApi(kubeconfig, args.context)
     with tempfile.TemporaryDirectory(prefix="mlopsctl-crds-") as scratch:
         upstream_dir: Path | None = None
