@@ -234,7 +234,11 @@ def objects(kube: KubeApi, platform: Path) -> dict[tuple[str, str, str], dict[st
         if where is None:  # Argo CD's kinds before its CRDs
             continue
         prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        status, listing = kube.request("GET", f"{prefix}/{where.plural}")
+        for _attempt in range(20):
+            status, listing = kube.request("GET", f"{prefix}/{where.plural}")
+            if status != 429:  # "storage is (re)initializing" for a second after a new CRD
+                break
+            time.sleep(0.25)
         assert status == 200, listing
         for item in listing["items"]:
             metadata = item["metadata"]
@@ -527,15 +531,15 @@ def test_progress_ends_when_every_application_is_synced_and_healthy(
     def first(pattern: str) -> int:
         return next(index for index, line in enumerate(lines) if re.search(pattern, line))
 
-    # One line per change, in the order the controller made them.
+    # One line per change, in the order the controller made them. (Whether a poll lands in the
+    # second the new Application has no status yet, "Unknown, Unknown", depends on the machine.)
     assert (
         first(r"root-local\s+Synced, Progressing$")
-        < first(r"mlflow-tracking-local\s+Unknown, Unknown$")
         < first(r"mlflow-tracking-local\s+Synced, Progressing$")
         < first(r"mlflow-tracking-local\s+Synced, Healthy$")
         < first(r"root-local\s+Synced, Healthy$")
     )
-    assert len([line for line in lines if re.search(r"mlflow-tracking-local\s", line)]) == 3
+    assert 2 <= len([line for line in lines if re.search(r"mlflow-tracking-local\s", line)]) <= 3
     assert first("How to reach the UIs") > first(r"root-local\s+Synced, Healthy$")
 
 
@@ -603,6 +607,18 @@ def test_an_object_the_api_server_refuses_is_named_with_its_root(
     ), result.stderr
     assert "targetPortt: field not declared in schema" in result.stderr, result.stderr
     assert "applied clusters/local/argocd" not in result.stdout
+    # On a fresh cluster the argocd namespace is made by the same apply, so nothing could judge
+    # the Service before: the error says what stays.
+    assert "what was created or applied before it stays; fix it and run" in result.stderr
+
+    # Now that the namespace exists, the dry run refuses it before anything is made.
+    again = bootstrap(
+        cli, platform, "--kubeconfig", str(kubeconfig(server, tmp_path / "k", CONTEXT))
+    )
+    assert again.exit_code == 2
+    assert "targetPortt: field not declared in schema" in again.stderr, again.stderr
+    assert "nothing was changed (dry run, before creating anything)" in again.stderr
+    assert "Secret" not in again.stdout and "namespace" not in again.stdout
 
 
 def test_bad_kubeconfigs_and_an_unreachable_server_are_clear_errors(
@@ -790,3 +806,21 @@ def test_the_ui_hosts_are_those_the_overlays_define(platform_copy: Path) -> None
     assert (
         "grafana login: Secret monitoring/grafana-admin (keys admin-user, admin-password)" in local
     )
+
+
+@pytest.mark.parametrize(
+    ("timeout", "said"),
+    [
+        ("nan", "must be a finite number more than 0, not nan"),
+        ("inf", "must be a finite number more than 0, not inf"),
+        ("0", "must be a finite number more than 0, not 0"),
+        ("-5", "must be a finite number more than 0, not -5"),
+        ("soon", "not a number of seconds: 'soon'"),
+    ],
+)
+def test_a_timeout_that_never_ends_or_is_not_one_is_refused(
+    cli: Callable[..., CliResult], platform: Path, timeout: str, said: str
+) -> None:
+    result = bootstrap(cli, platform, "--timeout", timeout)
+    assert result.exit_code == 2
+    assert "--timeout" in result.stderr and said in result.stderr, result.stderr

@@ -10,7 +10,6 @@ overwrite the values of a Secret someone made by hand, which may be in use.
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -33,14 +32,6 @@ POLL_SECONDS = 2.0
 DEFAULT_NAMESPACE = "default"
 
 Log = Callable[[str], None]
-
-
-def kubeconfig_path(given: Path | None) -> Path:
-    """--kubeconfig, else the first file of $KUBECONFIG, else ~/.kube/config (as kubectl)."""
-    if given is not None:
-        return given
-    listed = [part for part in os.environ.get("KUBECONFIG", "").split(os.pathsep) if part]
-    return Path(listed[0]) if listed else Path.home() / ".kube" / "config"
 
 
 def chosen_context(kubeconfig: Path, requested: str | None) -> str:
@@ -159,18 +150,43 @@ class Cluster:
             self._apply(root, resource)
         return len(crds), len(rest)
 
-    def _apply(self, root: str, resource: Resource) -> None:
+    def preflight(self, root: str, resources: list[Resource]) -> int:
+        """A server-side dry run of every object the server can judge before anything is made:
+        those of a kind it serves, in a namespace that exists (or cluster-wide). Returns how many
+        it judged; the rest (custom resources of CRDs not installed yet, objects in namespaces
+        still to come) meet the server when they are applied."""
+        served = self.kube.resources()
+        namespaces = self.existing_namespaces(
+            {resource.namespace or DEFAULT_NAMESPACE for resource in resources}
+        )
+        judged = 0
+        for resource in resources:
+            kind = served.get((resource.api_version, resource.kind))
+            namespace = resource.namespace or DEFAULT_NAMESPACE
+            if kind is None or (kind.namespaced and namespace not in namespaces):
+                continue
+            self._apply(root, resource, dry_run=True)
+            judged += 1
+        return judged
+
+    def _apply(self, root: str, resource: Resource, dry_run: bool = False) -> None:
         refusal = self.kube.apply(
-            as_applied(resource), resource.namespace or DEFAULT_NAMESPACE, dry_run=False
+            as_applied(resource), resource.namespace or DEFAULT_NAMESPACE, dry_run=dry_run
         )
         if refusal is not None:
             # The causes name the fields; the message alone wraps them in the server's jargon.
             why = "; ".join(
                 f"{field}: {problem}" if field else problem for field, problem in refusal.causes
             )
+            after = (
+                "nothing was changed (dry run, before creating anything)"
+                if dry_run
+                else "what was created or applied before it stays; fix it and run bootstrap "
+                "again (it keeps what exists)"
+            )
             raise KubeApiError(
                 f"{root}: {resource.reference}: the API server ({self.kube.server}) refuses it: "
-                f"{why or refusal.message}"
+                f"{why or refusal.message}; {after}"
             )
 
     def _wait_until_served(self, root: str, crds: list[Resource]) -> None:

@@ -12,6 +12,7 @@ Running it again changes nothing. Exit codes: 0 when all is Synced and Healthy (
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -25,7 +26,6 @@ from mlopsctl.bootstrap_cluster import (
     Cluster,
     chosen_context,
     connect,
-    kubeconfig_path,
     watch_applications,
 )
 from mlopsctl.bootstrap_plan import (
@@ -44,6 +44,7 @@ from mlopsctl.charts import chart_sources
 from mlopsctl.commands.common import Workspace, add_repository_argument, workspace
 from mlopsctl.errors import MlopsctlError
 from mlopsctl.hand_made_secrets import secret_object
+from mlopsctl.kubeapi import kubeconfig_path
 from mlopsctl.kustomize import kustomization_file, render_root, render_roots
 from mlopsctl.live_status import ApplicationState
 from mlopsctl.policies import application_sources
@@ -102,8 +103,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number more than 0, not {text}")
     return value
 
 
@@ -135,6 +136,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         cluster = Cluster(kube)
         print(f"bootstrapping {environment} in context {context} ({kube.server})", flush=True)
+        judged = sum(
+            cluster.preflight(root, resources)
+            for root, resources in ((argocd_root, install), (bootstrap_root, bootstrap))
+        )
+        print(f"dry run: the API server accepts the {judged} objects it can judge now", flush=True)
         _create_secrets(cluster, space, environment, args.git_token_env)
         for root, resources in ((argocd_root, install), (bootstrap_root, bootstrap)):
             crds, others = cluster.apply_render(root, resources)
