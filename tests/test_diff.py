@@ -273,19 +273,26 @@ def _scaling_with_a_rule(cli, platform: Platform, file: str, after: str, rule: s
 
 
 def test_fields_the_application_ignores_are_left_out(cli, platform: Platform):
+    # local's model-server Application only: a patch in apps/local/kustomization.yaml.
     document = _scaling_with_a_rule(
         cli,
         platform,
-        "apps/local/model-server.yaml",
-        "  project: platform\n",
-        "  ignoreDifferences:\n"
-        "    - group: apps\n"
-        "      kind: Deployment\n"
-        "      name: model-server\n"
-        "      jsonPointers:\n"
-        "        - /spec/replicas\n"
-        "      jqPathExpressions:\n"
-        '        - .spec.template.metadata.annotations["example.com/restarted-at"]\n',
+        "apps/local/kustomization.yaml",
+        "patches:\n",
+        "  - target:\n"
+        "      kind: Application\n"
+        "      name: model-server-local\n"
+        "    patch: |-\n"
+        "      - op: add\n"
+        "        path: /spec/ignoreDifferences\n"
+        "        value:\n"
+        "          - group: apps\n"
+        "            kind: Deployment\n"
+        "            name: model-server\n"
+        "            jsonPointers:\n"
+        "              - /spec/replicas\n"
+        "            jqPathExpressions:\n"
+        '              - .spec.template.metadata.annotations["example.com/restarted-at"]\n',
     )
     # Argo CD would show no difference, so neither does mlopsctl diff.
     assert roots_of(document)["overlays/local/model-server"]["status"] == "unchanged"
