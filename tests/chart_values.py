@@ -5,11 +5,14 @@ prometheus-node-exporter subcharts, external-secrets 2.6.0 and cloudnative-pg 0.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, NamedTuple
 
 import yaml
 
-from tests.conftest import REPOSITORY
+from mlopsctl import kustomize, toolchain
+from mlopsctl.resources import parse_render
+from tests.conftest import REPOSITORY, TOOLS_DIR
 
 
 class ChartWorkload(NamedTuple):
@@ -78,9 +81,22 @@ def merge(base: Any, override: Any) -> Any:
     return override
 
 
+@cache
+def applications(environment: str) -> dict[str, dict[str, Any]]:
+    """apps/<env> rendered: the environment's Applications by component."""
+    root = f"apps/{environment}"
+    result = kustomize.render_root(REPOSITORY, root, toolchain.resolve(TOOLS_DIR), False)
+    assert result.error is None, result.error
+    return {
+        resource.labels["app.kubernetes.io/name"]: resource.body
+        for resource in parse_render(root, result.output)
+        if resource.kind == "Application"
+    }
+
+
 def chart_values(environment: str, chart: str) -> dict[str, Any]:
     """The values of `chart` in `environment`: its Application's value files, in order."""
-    application = yaml.safe_load((REPOSITORY / f"apps/{environment}/{chart}.yaml").read_text())
+    application = applications(environment)[chart]
     (helm_source,) = [s for s in application["spec"]["sources"] if "chart" in s]
     values: dict[str, Any] = {}
     for value_file in helm_source["helm"]["valueFiles"]:

@@ -120,6 +120,24 @@ def edit_yaml(path: Path, change: Callable[[list[Any]], None]) -> None:
     path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
 
 
+def patch_applications(repository: Path, environment: str, patch: dict[str, Any]) -> None:
+    """Add `patch` to apps/<env>/kustomization.yaml: it sees base/argocd-apps' Applications by
+    their names before the environment's suffix (`promoter`, not `promoter-staging`)."""
+    edit_yaml(
+        repository / f"apps/{environment}/kustomization.yaml",
+        lambda documents: documents[0]["patches"].append(patch),
+    )
+
+
+def drop_application(repository: Path, environment: str, component: str) -> None:
+    """Take `component`'s Application out of one environment."""
+    patch = (
+        "$patch: delete\napiVersion: argoproj.io/v1alpha1\nkind: Application\n"
+        f"metadata:\n  name: {component}\n"
+    )
+    patch_applications(repository, environment, {"patch": patch})
+
+
 MINIMAL_CONFIG = """\
 repository:
   url: https://example.test/platform.git

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import drop_application
 from tests.platform_fixtures import Platform, git
 
 MODEL_SERVER = "overlays/local/model-server/kustomization.yaml"
@@ -165,8 +166,8 @@ def test_an_added_component_and_a_removed_one(cli, platform: Platform):
     (extra / "configmap.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: feature-store\ndata:\n  url: x\n"
     )
-    git(platform.checkout, "rm", "-rq", "overlays/local/streamlit", "apps/local/streamlit.yaml")
-    edit(platform.checkout, "apps/local/kustomization.yaml", "  - streamlit.yaml\n", "")
+    git(platform.checkout, "rm", "-rq", "overlays/local/streamlit")
+    drop_application(platform.checkout, "local", "streamlit")
     commit_all(platform.checkout, "feature store in, frontend out")
     exit_code, document = diff_json(cli, platform, "--head", "reshape")
     assert exit_code == 1
@@ -273,19 +274,26 @@ def _scaling_with_a_rule(cli, platform: Platform, file: str, after: str, rule: s
 
 
 def test_fields_the_application_ignores_are_left_out(cli, platform: Platform):
+    # local's model-server Application only: a patch in apps/local/kustomization.yaml.
     document = _scaling_with_a_rule(
         cli,
         platform,
-        "apps/local/model-server.yaml",
-        "  project: platform\n",
-        "  ignoreDifferences:\n"
-        "    - group: apps\n"
-        "      kind: Deployment\n"
+        "apps/local/kustomization.yaml",
+        "patches:\n",
+        "  - target:\n"
+        "      kind: Application\n"
         "      name: model-server\n"
-        "      jsonPointers:\n"
-        "        - /spec/replicas\n"
-        "      jqPathExpressions:\n"
-        '        - .spec.template.metadata.annotations["example.com/restarted-at"]\n',
+        "    patch: |-\n"
+        "      - op: add\n"
+        "        path: /spec/ignoreDifferences\n"
+        "        value:\n"
+        "          - group: apps\n"
+        "            kind: Deployment\n"
+        "            name: model-server\n"
+        "            jsonPointers:\n"
+        "              - /spec/replicas\n"
+        "            jqPathExpressions:\n"
+        '              - .spec.template.metadata.annotations["example.com/restarted-at"]\n',
     )
     # Argo CD would show no difference, so neither does mlopsctl diff.
     assert roots_of(document)["overlays/local/model-server"]["status"] == "unchanged"
@@ -301,6 +309,30 @@ def test_fields_the_application_ignores_are_left_out(cli, platform: Platform):
     exit_code, document = diff_json(cli, platform)  # the working tree, uncommitted edit included
     assert exit_code == 1
     assert roots_of(document)["overlays/staging/model-server"]["status"] == "changed"
+
+
+def test_ignore_differences_written_once_for_every_environment(cli, platform: Platform):
+    # base/argocd-apps writes the Application once, with ENVIRONMENT in its path: the rule
+    # reaches each environment's model server through the environment's render.
+    _scaling_with_a_rule(
+        cli,
+        platform,
+        "base/argocd-apps/model-server.yaml",
+        "  project: platform\n",
+        "  ignoreDifferences:\n"
+        "    - group: apps\n"
+        "      kind: Deployment\n"
+        "      jsonPointers: [/spec/replicas, /spec/template/metadata/annotations]\n",
+    )
+    edit(
+        platform.checkout,
+        "overlays/staging/model-server/kustomization.yaml",
+        "configMapGenerator:",
+        MODEL_SERVER_REPLICAS + "configMapGenerator:",
+    )
+    exit_code, document = diff_json(cli, platform)  # the working tree: staging scaled too
+    assert exit_code == 0, json.dumps(document["roots"], indent=1)[:4000]
+    assert roots_of(document)["overlays/staging/model-server"]["status"] == "unchanged"
 
 
 def test_ignore_differences_from_shared_application_defaults(cli, platform: Platform):

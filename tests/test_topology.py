@@ -11,7 +11,7 @@ from mlopsctl.argocd import RootState
 from mlopsctl.config import Registry, load_config
 from mlopsctl.resources import Resource
 from mlopsctl.topology import CHECK, canonical_url, check_topology, clusters_of_roots, talks_to
-from tests.conftest import REPOSITORY, edit_yaml
+from tests.conftest import REPOSITORY, drop_application, edit_yaml
 
 PROMOTER = "Deployment/ml-platform/promoter"
 MODEL_SERVER = "Deployment/ml-platform/model-server"
@@ -181,8 +181,7 @@ def test_an_environment_the_cli_writes_needs_no_promoter_and_refuses_one(cli, pl
     assert "(promotion.environments.staging.writer: cli): two writers" in found[0]["message"]
 
     # Without staging's promoter, `mlopsctl promote --env staging` is its one writer.
-    kustomization = platform_copy / "apps/staging/kustomization.yaml"
-    kustomization.write_text(kustomization.read_text().replace("  - promoter.yaml\n", ""))
+    drop_application(platform_copy, "staging", "promoter")
     assert topology_findings(cli, platform_copy) == []
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPOSITORY, edit_yaml
+from tests.conftest import REPOSITORY, drop_application, edit_yaml, patch_applications
 
 
 def findings_of(cli, repository: Path, check: str) -> list[dict[str, Any]]:
@@ -42,7 +42,7 @@ def test_a_project_that_refuses_the_destination(cli, platform_copy: Path):
     found = findings_of(cli, platform_copy, "argocd-project")
     refused = {f["resource"] for f in found if f["field"] == "spec.destination"}
     assert "Application/argocd/postgres-staging" in refused
-    assert found[0]["file"].startswith("apps/")
+    assert found[0]["file"].startswith("base/argocd-apps/")
 
 
 def test_a_project_that_refuses_the_source_repository(cli, platform_copy: Path):
@@ -56,7 +56,8 @@ def test_a_project_that_refuses_the_source_repository(cli, platform_copy: Path):
         (f"Application/argocd/external-secrets-{env}", "spec.sources[0].repoURL")
         for env in ("local", "staging", "production")
     }
-    assert found[0]["file"] == "apps/local/external-secrets.yaml"
+    # Written once for every environment: the finding names the shared file.
+    assert {f["file"] for f in found} == {"base/argocd-apps/external-secrets.yaml"}
 
 
 def test_a_cluster_scoped_kind_the_project_does_not_list(cli, platform_copy: Path):
@@ -94,18 +95,19 @@ def test_a_namespaced_kind_the_project_does_not_list(cli, platform_copy: Path):
 
 def test_an_application_path_that_does_not_exist(cli, platform_copy: Path):
     def repoint(documents: list[dict[str, Any]]) -> None:
-        documents[0]["spec"]["source"]["path"] = "overlays/staging/model-servr"
+        documents[0]["spec"]["source"]["path"] = "overlays/ENVIRONMENT/model-servr"
 
-    edit_yaml(platform_copy / "apps/staging/model-server.yaml", repoint)
+    edit_yaml(platform_copy / "base/argocd-apps/model-server.yaml", repoint)
     found = findings_of(cli, platform_copy, "argocd-path")
     assert [(f["file"], f["resource"], f["field"]) for f in found] == [
         (
-            "apps/staging/model-server.yaml",
-            "Application/argocd/model-server-staging",
+            "base/argocd-apps/model-server.yaml",
+            f"Application/argocd/model-server-{environment}",
             "spec.source.path",
         )
+        for environment in ("local", "production", "staging")
     ]
-    assert "does not exist" in found[0]["message"]
+    assert "'overlays/local/model-servr' does not exist" in found[0]["message"]
 
 
 def test_an_application_path_that_does_not_render(cli, platform_copy: Path):
@@ -130,16 +132,20 @@ def test_a_chart_version_range_fails(cli, platform_copy: Path, version: str):
     def loosen(documents: list[dict[str, Any]]) -> None:
         documents[0]["spec"]["sources"][0]["targetRevision"] = version
 
-    edit_yaml(platform_copy / "apps/production/cloudnative-pg.yaml", loosen)
+    edit_yaml(platform_copy / "base/argocd-apps/cloudnative-pg.yaml", loosen)
     found = findings_of(cli, platform_copy, "pinned-charts")
-    assert [(f["file"], f["field"]) for f in found] == [
-        ("apps/production/cloudnative-pg.yaml", "spec.sources[0].targetRevision")
+    assert [(f["file"], f["resource"], f["field"]) for f in found] == [
+        (
+            "base/argocd-apps/cloudnative-pg.yaml",
+            f"Application/argocd/cloudnative-pg-{environment}",
+            "spec.sources[0].targetRevision",
+        )
+        for environment in ("local", "production", "staging")
     ]
 
 
 def test_a_component_missing_from_one_environment(cli, platform_copy: Path):
-    kustomization = platform_copy / "apps/staging/kustomization.yaml"
-    kustomization.write_text(kustomization.read_text().replace("  - streamlit.yaml\n", ""))
+    drop_application(platform_copy, "staging", "streamlit")
     found = findings_of(cli, platform_copy, "environments-match")
     assert [(f["file"], f["message"]) for f in found] == [
         (
@@ -150,10 +156,16 @@ def test_a_component_missing_from_one_environment(cli, platform_copy: Path):
 
 
 def test_a_sync_wave_that_differs_between_environments(cli, platform_copy: Path):
-    def move(documents: list[dict[str, Any]]) -> None:
-        documents[0]["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] = "5"
-
-    edit_yaml(platform_copy / "apps/production/postgres.yaml", move)
+    patch_applications(
+        platform_copy,
+        "production",
+        {
+            "target": {"kind": "Application", "name": "postgres"},
+            "patch": "- op: replace\n"
+            "  path: /metadata/annotations/argocd.argoproj.io~1sync-wave\n"
+            '  value: "5"\n',
+        },
+    )
     found = findings_of(cli, platform_copy, "environments-match")
     assert {f["resource"] for f in found} == {
         f"Application/argocd/postgres-{env}" for env in ("local", "staging", "production")

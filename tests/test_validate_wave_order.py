@@ -30,8 +30,7 @@ def set_wave(repository: Path, component: str, wave: int) -> None:
     def move(documents: list[dict[str, Any]]) -> None:
         documents[0]["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] = str(wave)
 
-    for environment in ENVIRONMENTS:
-        edit_yaml(repository / f"apps/{environment}/{component}.yaml", move)
+    edit_yaml(repository / f"base/argocd-apps/{component}.yaml", move)
 
 
 def test_grafana_before_the_external_secret_that_makes_its_password_deadlocks(

@@ -80,7 +80,10 @@ def test_pr_diff_comments_once_and_keeps_the_full_diff():
 def test_image_pins_do_not_retrigger_the_image_workflow():
     workflow = load("images.yaml")
     paths = workflow["on"]["push"]["paths"]
-    for pin_file in ("overlays/local/streamlit/kustomization.yaml", "apps/local/streamlit.yaml"):
+    for pin_file in (
+        "overlays/local/streamlit/kustomization.yaml",
+        "base/argocd-apps/streamlit.yaml",
+    ):
         assert not any(fnmatch.fnmatch(pin_file, pattern) for pattern in paths), pin_file
     build = workflow["jobs"]["build"]
     assert {entry["name"] for entry in build["strategy"]["matrix"]["include"]} == {

@@ -28,7 +28,6 @@ from mlopsctl.manifest_diff import (
     diff_resources,
     system_ignore_rules,
 )
-from mlopsctl.policies import application_sources
 from mlopsctl.registry import Registry
 from mlopsctl.resources import Resource, parse_render
 from mlopsctl.toolchain import Toolchain
@@ -70,15 +69,16 @@ def _ignore_rules(
     """ignoreDifferences declared at this revision: per root (from the Applications that deploy
     it) and for every root (argocd-cm).
 
-    Read from the files that mention them, so roots that did not change are not rendered only to
-    find their Applications; a file that only patches Applications (shared defaults) has no
-    source path of its own, so the roots that read it are rendered to see the result (reusing
-    `rendered`, the head's renders made for the comparison). Returns (rules per root, rules for
-    every root).
+    An Application's rules are read from the Application as its root renders it: the file that
+    writes them may be a shared base whose paths the environment fills in, or a patch with no
+    source path of its own (shared defaults, or one inline in a kustomization). Only the roots
+    that read such a file are rendered, reusing `rendered` (the head's renders made for the
+    comparison), so roots that did not change are not rendered only to find their
+    Applications. Returns (rules per root, rules for every root).
     """
     repository_url = side.config.repository_url
     documents: list[Resource] = []
-    patches: list[str] = []
+    declaring: list[str] = []
     for directory, files in kustomize.walk_tree(side.tree, side.config.render_exclude):
         for name in files:
             if not name.endswith((".yaml", ".yml")):
@@ -96,11 +96,13 @@ def _ignore_rules(
             except yaml.YAMLError:
                 continue  # kustomize reports broken YAML where it matters, when rendering
             documents.extend(found)
-            if any(_patches_applications(resource) for resource in found):
-                patches.append(path.relative_to(side.tree).as_posix())
-    by_root = application_ignore_rules(documents, repository_url)
+            if name in kustomize.KUSTOMIZATION_FILENAMES or any(
+                _declares_application_rules(resource) for resource in found
+            ):
+                declaring.append(path.relative_to(side.tree).as_posix())
+    by_root: dict[str, list[IgnoreRule]] = {}
     for root in kustomize.affected_roots(
-        side.tree, patches, side.config.render_exclude, side.roots
+        side.tree, declaring, side.config.render_exclude, side.roots
     ):
         result = rendered.get(root) or kustomize.render_root(
             side.tree, root, toolchain, allow_network=False
@@ -112,15 +114,10 @@ def _ignore_rules(
     return by_root, system_ignore_rules(documents)
 
 
-def _patches_applications(resource: Resource) -> bool:
-    """An Application document with ignoreDifferences but no source path: a patch of others."""
+def _declares_application_rules(resource: Resource) -> bool:
+    """An Application document (whole, or a patch of others) with ignoreDifferences."""
     spec = resource.body.get("spec")
-    return (
-        resource.kind == "Application"
-        and isinstance(spec, dict)
-        and "ignoreDifferences" in spec
-        and not any("path" in source for _field, source in application_sources(resource))
-    )
+    return resource.kind == "Application" and isinstance(spec, dict) and "ignoreDifferences" in spec
 
 
 def compare(

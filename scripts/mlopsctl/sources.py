@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,22 @@ def _patch_paths(document: dict[str, Any]) -> list[str]:
     return paths
 
 
+@dataclass(frozen=True)
+class DefiningFile:
+    """A file of objects, with the name prefix and suffix the build adds to them."""
+
+    path: Path
+    prefix: str = ""
+    suffix: str = ""
+
+    def objects(self) -> set[tuple[str, str]]:
+        """(kind, name) as written and as built, for each object of the file."""
+        written = _documents(self.path, self.path.stat().st_mtime_ns)
+        return set(written) | {
+            (kind, f"{self.prefix}{name}{self.suffix}") for kind, name in written
+        }
+
+
 class SourceIndex:
     def __init__(self, repository: Path) -> None:
         self.repository = repository.resolve()
@@ -45,13 +62,19 @@ class SourceIndex:
             return str(path)
 
     @cache  # noqa: B019 - one index lives for one validation run
-    def _files(self, directory: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-        """(files defining objects, patch files) reachable from the kustomization in directory."""
+    def _files(self, directory: Path) -> tuple[tuple[DefiningFile, ...], tuple[Path, ...]]:
+        """(files defining objects, patch files) reachable from the kustomization in directory.
+
+        Each defining file comes with the name prefix and suffix the build adds to its objects
+        (`nameSuffix: -staging` makes `promoter` of a shared base `promoter-staging`).
+        """
         found = kustomization_file(directory)
         if found is None:
             return (), ()
         document = load_kustomization(found)
-        definitions: list[Path] = []
+        prefix = str(document.get("namePrefix") or "")
+        suffix = str(document.get("nameSuffix") or "")
+        definitions: list[DefiningFile] = []
         patches = [directory / path for path in _patch_paths(document)]
         for field_name in ("resources", "components", "bases"):
             for reference in document.get(field_name) or []:
@@ -60,10 +83,13 @@ class SourceIndex:
                 target = (directory / reference).resolve()
                 if target.is_dir():
                     nested_definitions, nested_patches = self._files(target)
-                    definitions.extend(nested_definitions)
+                    definitions.extend(
+                        DefiningFile(nested.path, prefix + nested.prefix, nested.suffix + suffix)
+                        for nested in nested_definitions
+                    )
                     patches.extend(nested_patches)
                 elif target.is_file():
-                    definitions.append(target)
+                    definitions.append(DefiningFile(target, prefix, suffix))
         return tuple(definitions), tuple(patches)
 
     def kustomization_of(self, root: str) -> str:
@@ -76,18 +102,19 @@ class SourceIndex:
         Generated ConfigMaps and Secrets carry no source file; they fall to the kustomization.
         """
         definitions, patches = self._files(self.repository / resource.root)
-        for candidates in (definitions, patches):
-            for path in candidates:
-                if path.is_file() and (resource.kind, resource.name) in _documents(
-                    path, path.stat().st_mtime_ns
-                ):
-                    return self._relative(path)
+        wanted = (resource.kind, resource.name)
+        for definition in definitions:
+            if definition.path.is_file() and wanted in definition.objects():
+                return self._relative(definition.path)
+        for path in patches:
+            if path.is_file() and wanted in _documents(path, path.stat().st_mtime_ns):
+                return self._relative(path)
         # A patch may have renamed it: the only definition of its kind is then its source.
         same_kind = [
-            path
-            for path in definitions
-            if path.is_file()
-            for kind, _name in _documents(path, path.stat().st_mtime_ns)
+            definition.path
+            for definition in definitions
+            if definition.path.is_file()
+            for kind, _name in _documents(definition.path, definition.path.stat().st_mtime_ns)
             if kind == resource.kind
         ]
         if len(same_kind) == 1:
