@@ -481,3 +481,125 @@ def test_outside_a_git_repository_it_says_so(cli, platform_copy: Path):
     result = cli("diff", "--repo", str(platform_copy), "--base", "main")
     assert result.exit_code == 2
     assert f"{platform_copy} is not inside a git repository" in result.stderr
+
+
+def _big_config_map(overlay: Path, keys: int) -> None:
+    data = {
+        f"panel-{index:05d}.json": f'{{"id": {index}, "title": "panel {index}"}}'
+        for index in range(keys)
+    }
+    (overlay / "dashboards.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "dashboards"},
+                "data": data,
+            }
+        )
+    )
+
+
+def test_one_huge_resource_does_not_hide_the_small_risky_ones(
+    cli, platform: Platform, tmp_path: Path
+):
+    """Issue 17's case: a dashboards-sized ConfigMap beside a misspelt container field, an image
+    moved to `latest` and a Secret with data."""
+    branch(platform.checkout, "mixed")
+    overlay = platform.checkout / "overlays/local/streamlit"
+    _big_config_map(overlay, 3000)
+    (overlay / "secret.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "frontend-keys"},
+                "data": {"api-key": base64.b64encode(b"do-not-show-this-key").decode()},
+            }
+        )
+    )
+    edit(
+        platform.checkout,
+        STREAMLIT,
+        "  - ../../../base/streamlit\n",
+        "  - ../../../base/streamlit\n  - dashboards.yaml\n  - secret.yaml\n",
+    )
+    edit(platform.checkout, STREAMLIT, "    newTag: 0.1.0\n", "    newTag: latest\n")
+    edit(
+        platform.checkout,
+        "base/model-server/deployment.yaml",
+        "          args:\n",
+        "          imagePulPolicy: IfNotPresent\n          args:\n",
+    )
+    commit_all(platform.checkout, "dashboards, a key, latest and a typo")
+
+    full = tmp_path / "mlopsctl-diff.txt"
+    result = diff(
+        cli, platform, "--head", "mixed", "--format", "markdown", "--full-diff", str(full)
+    )
+    comment = result.stdout
+    assert result.exit_code == 1, result.stderr
+    assert len(comment) <= 65_536
+    _code, document = diff_json(cli, platform, "--head", "mixed")
+    references = [
+        f"`{root['root']}`: {resource['reference']} {resource['change']}"
+        for root in document["roots"]
+        for resource in root["resources"]
+    ]
+    assert len(references) >= 6  # 3 model servers, the streamlit Deployment, the Secret, the map
+    for reference in references:
+        assert reference in comment, reference
+    assert "do-not-show-this-key" not in comment
+    assert base64.b64encode(b"do-not-show-this-key").decode() not in comment
+    assert "<masked" in comment
+    assert "imagePulPolicy" in comment and ":latest" in comment
+    # The risky changes come first; the generated data last, cut inside with a note.
+    order = [
+        comment.index(heading)
+        for heading in (
+            "#### Model pins and images",
+            "#### Secrets",
+            "#### Workloads",
+            "#### Large generated data",
+        )
+    ]
+    assert order == sorted(order)
+    assert "lines left out here; the full diff is in `mlopsctl-diff.txt`" in comment
+    assert "Details cut at GitHub's 65,536-character comment limit: all " in comment
+
+
+def test_one_giant_resource_alone_is_cut_inside(cli, platform: Platform, tmp_path: Path):
+    branch(platform.checkout, "giant")
+    _big_config_map(platform.checkout / "overlays/local/streamlit", 6000)
+    edit(
+        platform.checkout,
+        STREAMLIT,
+        "  - ../../../base/streamlit\n",
+        "  - ../../../base/streamlit\n  - dashboards.yaml\n",
+    )
+    commit_all(platform.checkout, "a giant")
+    result = diff(cli, platform, "--head", "giant", "--format", "markdown")
+    comment = result.stdout
+    assert 60_000 < len(comment) <= 65_536  # the room is used, not wasted
+    assert "ConfigMap/ml-platform/dashboards added" in comment
+    assert "+  panel-00000.json: " in comment
+    assert "lines left out here; run `mlopsctl diff` locally to see all of it" in comment
+
+
+def test_text_cuts_each_resource_only_when_asked(cli, platform: Platform):
+    branch(platform.checkout, "giant")
+    _big_config_map(platform.checkout / "overlays/local/streamlit", 300)
+    edit(
+        platform.checkout,
+        STREAMLIT,
+        "  - ../../../base/streamlit\n",
+        "  - ../../../base/streamlit\n  - dashboards.yaml\n",
+    )
+    commit_all(platform.checkout, "dashboards")
+    whole = diff(cli, platform, "--head", "giant").stdout
+    assert "panel-00299.json" in whole and "lines left out" not in whole
+    short = diff(cli, platform, "--head", "giant", "--max-lines-per-resource", "20").stdout
+    assert "panel-00299.json" not in short
+    assert "lines left out (--max-lines-per-resource)" in short
+    block = short.split("--- ConfigMap/ml-platform/dashboards added\n", 1)[1].split("\n...", 1)[0]
+    assert len(block.splitlines()) == 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -233,3 +234,95 @@ def test_markdown_never_exceeds_the_limit_and_keeps_the_summary(sizes, limit):
     # Backticks in a diff never close its fence early.
     if "+line 0 ```" in comment:
         assert "````diff" in comment
+
+
+def _resources(*specs: tuple[str, str, int], width: int = 40) -> diff_report.DiffReport:
+    """One root with a resource per (reference, change, lines of diff)."""
+    resources = [
+        ResourceDiff(
+            reference,
+            change,
+            "--- a\n+++ b\n" + "".join(f"+  line {n}: {'x' * width}\n" for n in range(lines)),
+        )
+        for reference, change, lines in specs
+    ]
+    root = RootDiff("overlays/local/app", "changed", resources)
+    return diff_report.DiffReport("main (a)", "pr (b)", [root], [], ["f"])
+
+
+def test_small_diffs_are_never_cut_to_make_room_for_a_large_one():
+    report = _resources(
+        ("ConfigMap/ns/dashboards", "added", 5000),
+        ("Deployment/ns/web", "changed", 12),
+        ("Secret/ns/keys", "added", 3),
+    )
+    comment, cut = diff_report.markdown(report, 20_000, "full.diff")
+    assert cut and len(comment) <= 20_000
+    assert "line 11:" in comment.split("Deployment/ns/web changed", 1)[1]  # whole
+    assert "line 2:" in comment.split("Secret/ns/keys added", 1)[1]
+    assert "lines left out here" in comment.split("ConfigMap/ns/dashboards added", 1)[1]
+    assert comment.count("lines left out here") == 1
+
+
+def test_five_hundred_small_resources_all_appear():
+    report = _resources(
+        *((f"ConfigMap/ns/c{index}", "changed", 2) for index in range(500)), width=5
+    )
+    comment, cut = diff_report.markdown(report)
+    assert not cut and len(comment) <= diff_report.GITHUB_COMMENT_LIMIT
+    for index in range(500):
+        assert f"ConfigMap/ns/c{index} changed**" in comment
+    assert comment.count("line 1: ") == 500
+
+
+def test_five_hundred_longer_ones_each_keep_their_first_lines():
+    report = _resources(
+        *((f"ConfigMap/ns/c{index}", "changed", 6) for index in range(500)), width=5
+    )
+    comment, cut = diff_report.markdown(report)
+    assert cut and len(comment) <= diff_report.GITHUB_COMMENT_LIMIT
+    assert comment.count("line 0: ") == 500
+    assert comment.count("lines left out here._") == 500  # the where is said once, at the end
+    assert "all 500 resource diffs are here, the longest shortened; run `mlopsctl diff`" in comment
+
+
+def test_when_not_one_line_each_fits_the_resources_are_listed_by_name():
+    report = _resources(*((f"ConfigMap/ns/c{index}", "changed", 30) for index in range(500)))
+    comment, cut = diff_report.markdown(report, 40_000, "full.diff")
+    assert cut and len(comment) <= 40_000
+    assert "| `overlays/local/app` | ConfigMap/ns/c499 | changed | 30 |" in comment
+    assert "listed by name; the full diff is in `full.diff`" in comment
+
+
+@pytest.mark.parametrize(
+    ("reference", "change", "diff", "category"),
+    [
+        (
+            "Deployment/ns/web",
+            "changed",
+            "-  image: a:1\n+  image: a:latest\n",
+            "Model pins and images",
+        ),
+        (
+            "ConfigMap/ns/pin",
+            "changed",
+            "-  URI: models:/m/1\n+  URI: models:/m/2\n",
+            "Model pins and images",
+        ),
+        ("Deployment/ns/web", "removed", "-kind: Deployment\n", "Removed"),
+        ("Secret/ns/keys", "added", "+data: <masked>\n", "Secrets"),
+        ("RoleBinding/ns/r", "added", "+kind: RoleBinding\n", "RBAC and NetworkPolicies"),
+        ("NetworkPolicy/ns/n", "changed", "-  port: 1\n+  port: 2\n", "RBAC and NetworkPolicies"),
+        ("Deployment/ns/web", "added", "+  image: a:1\n", "Workloads"),
+        ("Service/ns/s", "changed", "-  port: 1\n+  port: 2\n", "Other resources"),
+        (
+            "CustomResourceDefinition.apiextensions.k8s.io/x",
+            "added",
+            "+kind: X\n",
+            "Large generated data",
+        ),
+        ("ConfigMap/ns/dashboards", "added", "+  k: v\n" * 300, "Large generated data"),
+    ],
+)
+def test_what_a_reviewer_must_see_first(reference, change, diff, category):
+    assert diff_report.category(ResourceDiff(reference, change, diff)) == category

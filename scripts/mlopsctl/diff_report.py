@@ -73,7 +73,20 @@ def _resource_heading(resource: ResourceDiff) -> str:
     return heading
 
 
-def text(report: DiffReport) -> str:
+def _shortened(diff: str, max_lines: int | None) -> str:
+    lines = diff.rstrip("\n").split("\n")
+    if max_lines is None or len(lines) <= max_lines:
+        return diff.rstrip("\n")
+    left = len(lines) - max_lines
+    return "\n".join(
+        [
+            *lines[:max_lines],
+            f"... {left:,} of {len(lines):,} lines left out (--max-lines-per-resource)",
+        ]
+    )
+
+
+def text(report: DiffReport, max_lines_per_resource: int | None = None) -> str:
     added, changed, removed = report.totals()
     lines = [
         f"mlopsctl diff: {report.base} -> {report.head}",
@@ -86,7 +99,10 @@ def text(report: DiffReport) -> str:
         lines += ["", f"=== {root.root}: {_root_summary(root)}"]
         lines += [f"warning: {warning}" for warning in root.warnings]
         for resource in root.resources:
-            lines += [f"--- {_resource_heading(resource)}", resource.diff.rstrip("\n")]
+            lines += [
+                f"--- {_resource_heading(resource)}",
+                _shortened(resource.diff, max_lines_per_resource),
+            ]
     if not report.has_changes and not report.has_errors:
         lines += ["", "no change to any rendered resource"]
     return "\n".join(lines) + "\n"
@@ -180,55 +196,214 @@ def markdown_summary(report: DiffReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What a reviewer must see first, in order; each resource diff goes to the first that claims it.
+# Large generated data (dashboards' ConfigMaps, CRDs) comes last, so it cannot crowd out the rest.
+LARGE_GENERATED_LINES = 200
+_WORKLOAD_KINDS = frozenset(
+    {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
+)
+_ACCESS_KINDS = frozenset(
+    {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount", "NetworkPolicy"}
+)
+_PIN_OR_IMAGE = re.compile(r"models:/|\bimage:|\bnewTag:|\bdigest:")
+
+
+def _kind(resource: ResourceDiff) -> str:
+    return resource.reference.split("/", 1)[0].split(".", 1)[0]
+
+
+def category(resource: ResourceDiff) -> str:
+    """Where a resource diff goes in the comment's details (see CATEGORIES)."""
+    kind = _kind(resource)
+    if resource.change == "changed" and any(
+        line[:1] in "+-" and not line.startswith(("+++", "---")) and _PIN_OR_IMAGE.search(line)
+        for line in resource.diff.splitlines()
+    ):
+        return "Model pins and images"
+    if resource.change == "removed":
+        return "Removed"
+    if kind == "CustomResourceDefinition" or (
+        kind == "ConfigMap" and resource.lines_changed > LARGE_GENERATED_LINES
+    ):
+        return "Large generated data"
+    if kind == "Secret":
+        return "Secrets"
+    if kind in _ACCESS_KINDS:
+        return "RBAC and NetworkPolicies"
+    if kind in _WORKLOAD_KINDS:
+        return "Workloads"
+    return "Other resources"
+
+
+CATEGORIES = (
+    "Model pins and images",
+    "Removed",
+    "Secrets",
+    "RBAC and NetworkPolicies",
+    "Workloads",
+    "Other resources",
+    "Large generated data",
+)
+
+
+@dataclass
+class _Block:
+    heading: str
+    lines: list[str]  # the diff's lines, each with its newline
+
+    @property
+    def body_size(self) -> int:
+        return sum(map(len, self.lines))
+
+    def render(self, kept: int, cut_note: str) -> str:
+        body = "".join(self.lines[:kept])
+        fence = _fence(body)
+        text = f"{self.heading}\n\n{fence}diff\n{body}{fence}\n"
+        if kept < len(self.lines):
+            left = len(self.lines) - kept
+            text += f"_… {left:,} of {len(self.lines):,} lines left out here{cut_note}._\n"
+        return text + "\n"
+
+
+def _fair_shares(sizes: list[int], budget: int) -> list[int]:
+    """Water-filling: each gets what it needs when that is under an equal share of what is
+    left; the rest split what remains equally. Small diffs are never cut to make room."""
+    shares = [0] * len(sizes)
+    remaining, pending = budget, sorted(range(len(sizes)), key=lambda index: sizes[index])
+    while pending:
+        share = remaining // len(pending)
+        index = pending[0]
+        if sizes[index] <= share:
+            shares[index] = sizes[index]
+            remaining -= sizes[index]
+            pending.pop(0)
+            continue
+        for index in pending:
+            shares[index] = share
+        break
+    return shares
+
+
+def _count(blocks: list[list[_Block]]) -> int:
+    return sum(len(group) for group in blocks)
+
+
+def _without_file_header(diff: str) -> list[str]:
+    """The diff's lines without its `---`/`+++` file lines: the block's heading names it."""
+    lines = diff.rstrip("\n").splitlines(keepends=True)
+    while lines and lines[0].startswith(("--- ", "+++ ")):
+        lines.pop(0)
+    return lines
+
+
+def _kept_lines(lines: list[str], allowance: int) -> int:
+    used = kept = 0
+    for line in lines:
+        if used + len(line) > allowance:
+            break
+        used += len(line)
+        kept += 1
+    return kept
+
+
 def markdown(
     report: DiffReport, limit: int = GITHUB_COMMENT_LIMIT, full_diff_name: str | None = None
 ) -> tuple[str, bool]:
-    """(the comment, whether details were cut to stay within `limit` characters)."""
+    """(the comment, whether details were cut to stay within `limit` characters).
+
+    Every changed resource is visible: each gets a fair share of the comment's room, and a diff
+    larger than its share is cut inside with a note. Only when not even one line each fits are
+    the resources listed by name with their counts."""
     summary = markdown_summary(report)
-    blocks: list[tuple[RootDiff, list[str]]] = [
-        (root, [_resource_block(resource) for resource in root.resources])
-        for root in report.shown_roots
-        if root.resources
-    ]
-    total_blocks = sum(len(resource_blocks) for _root, resource_blocks in blocks)
     where = (
         f"the full diff is in `{full_diff_name}`, uploaded with this workflow run"
         if full_diff_name
         else "run `mlopsctl diff` locally to see all of it"
     )
-    # Room for the note a cut adds, so adding it can never push the comment over the limit.
+    grouped: dict[str, list[tuple[RootDiff, ResourceDiff]]] = {name: [] for name in CATEGORIES}
+    for root in report.shown_roots:
+        for resource in root.resources:
+            grouped[category(resource)].append((root, resource))
+    sections = [(name, entries) for name, entries in grouped.items() if entries]
+    blocks = [
+        [
+            _Block(
+                f"**`{_escape(root.root)}`: {_escape(_resource_heading(resource))}**",
+                _without_file_header(resource.diff),
+            )
+            for root, resource in entries
+        ]
+        for _name, entries in sections
+    ]
+    headings = [f"\n#### {name} ({len(entries)})\n\n" for name, entries in sections]
+    for group in blocks:
+        for block in group:
+            if block.lines and not block.lines[-1].endswith("\n"):
+                block.lines[-1] += "\n"
+
+    # With a handful of resources each cut says where the rest is; with many, the note at the
+    # end says it once, so that the room goes to the diffs.
+    cut_note = f"; {where}" if len(report.shown_roots) and _count(blocks) <= 20 else ""
+
+    def assemble(kept: list[list[int]]) -> str:
+        output = summary
+        for heading, group, counts in zip(headings, blocks, kept, strict=True):
+            output += heading + "".join(
+                block.render(count, cut_note) for block, count in zip(group, counts, strict=True)
+            )
+        return output
+
+    whole = assemble([[len(block.lines) for block in group] for group in blocks])
+    if len(whole) <= limit:
+        return whole, False
+    flat = [block for group in blocks for block in group]
+    total = len(flat)
+    final_note = (
+        f"\n> [!NOTE]\n> Details cut at GitHub's {limit:,}-character comment limit: all {total} "
+        f"resource diffs are here, the longest shortened; {where}.\n"
+    )
+    # What every block costs with nothing of its body: heading, fences and its cut note.
+    empty = len(assemble([[0 for _block in group] for group in blocks])) + len(final_note)
+    budget = limit - empty
+    first_lines = sum(len(block.lines[0]) for block in flat if block.lines)
+    if budget >= first_lines:
+        shares = iter(_fair_shares([block.body_size for block in flat], budget))
+        kept = [[_kept_lines(block.lines, next(shares)) for block in group] for group in blocks]
+        output = assemble(kept) + final_note
+        if len(output) <= limit:
+            return output, True
+    return _listed(report, summary, sections, limit, where), True
+
+
+def _listed(
+    report: DiffReport,
+    summary: str,
+    sections: list[tuple[str, list[tuple[RootDiff, ResourceDiff]]]],
+    limit: int,
+    where: str,
+) -> str:
+    """Not one line of each diff fits: the resources by name, with their changed lines."""
+    closing = (
+        f"\n> [!NOTE]\n> Details cut at GitHub's {limit:,}-character comment limit: too many "
+        f"resources for even one line of each diff; listed by name; {where}.\n"
+    )
     note_room = 300 + len(where)
     output = summary
-    shown_blocks = 0
-    cut = False
-    for root, resource_blocks in blocks:
-        opening = (
-            f"\n<details><summary><code>{_escape(root.root)}</code>: "
-            f"{_escape(_root_summary(root))}</summary>\n\n"
-        )
-        closing = "</details>\n"
-        section = opening
-        for block in resource_blocks:
-            if len(output) + len(section) + len(block) + len(closing) + note_room > limit:
-                cut = True
-                break
-            section += block
-            shown_blocks += 1
-        if section != opening:
-            output += section + closing
-        if cut:
-            break
-    if cut:
-        output += (
-            f"\n> [!NOTE]\n> Details cut at GitHub's {limit:,}-character comment limit: "
-            f"{shown_blocks} of {total_blocks} resource diffs shown; {where}.\n"
-        )
-    if len(output) > limit:  # the summary alone is too long (thousands of roots): cut it too
-        output = (
-            output[: limit - note_room] + f"\n\n> Summary cut at {limit:,} characters; {where}.\n"
-        )
-        cut = True
-    return output, cut
+    for name, entries in sections:
+        rows = [f"\n#### {name} ({len(entries)})\n\n| root | resource | change | lines |\n"]
+        rows.append("|---|---|---|---:|\n")
+        rows += [
+            f"| `{_escape(root.root)}` | {_escape(resource.reference)} | {resource.change} | "
+            f"{resource.lines_changed} |\n"
+            for root, resource in entries
+        ]
+        output += "".join(rows)
+    if len(output) + len(closing) <= limit:
+        return output + closing
+    # Thousands of resources: even the list is too long; the summary and the note stay whole.
+    if len(summary) + note_room <= limit:
+        return output[: limit - note_room].rsplit("\n", 1)[0] + "\n" + closing
+    return summary[: limit - note_room] + f"\n\n> Summary cut at {limit:,} characters; {where}.\n"
 
 
 def exit_code(report: DiffReport) -> int:

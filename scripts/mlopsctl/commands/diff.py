@@ -13,6 +13,7 @@ from pathlib import Path
 from mlopsctl import diff_report, gitops, toolchain
 from mlopsctl.commands.common import (
     add_repository_argument,
+    positive_integer,
     pull_requests_from_environment,
     workspace,
     write_atomically,
@@ -53,6 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=comment_size,
         default=diff_report.GITHUB_COMMENT_LIMIT,
         help="the longest Markdown to write (default: GitHub's comment limit, 65536)",
+    )
+    parser.add_argument(
+        "--max-lines-per-resource",
+        type=positive_integer,
+        help="text: show at most this many lines of each resource's diff, saying how many are "
+        "left out (default: all; the --full-diff file always has all)",
     )
     parser.add_argument(
         "--network", action="store_true", help="also render roots that fetch remote bases"
@@ -121,6 +128,8 @@ def _run(args: argparse.Namespace) -> int:
     text = diff_report.text(report) if wanted else ""
     if args.full_diff is not None:
         write_atomically(args.full_diff, text)
+    if args.format == "text" and args.max_lines_per_resource is not None:
+        text = diff_report.text(report, args.max_lines_per_resource)
     output = diff_report.as_json(report) if args.format == "json" else text
     if args.format == "markdown" or args.comment_on is not None:
         name = args.full_diff.name if args.full_diff is not None else None
