@@ -29,7 +29,12 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from mlopsctl import bootstrap_cluster, toolchain
+from mlopsctl import bootstrap_cluster
+from mlopsctl.base import toolchain
+from mlopsctl.base.config import HandMadeSecret, load_config
+from mlopsctl.base.hand_made_secrets import secret_object, value_of
+from mlopsctl.base.kubeapi import KubeApi
+from mlopsctl.base.resources import Resource
 from mlopsctl.bootstrap_plan import (
     context_refusal,
     crds_and_the_rest,
@@ -39,11 +44,7 @@ from mlopsctl.bootstrap_plan import (
 from mlopsctl.bootstrap_report import access_lines, merged_values, progress_lines, progress_of
 from mlopsctl.commands.bootstrap import application_renders
 from mlopsctl.commands.common import Workspace
-from mlopsctl.config import HandMadeSecret, load_config
 from mlopsctl.crds import crd
-from mlopsctl.hand_made_secrets import secret_object, value_of
-from mlopsctl.kubeapi import KubeApi
-from mlopsctl.resources import Resource
 from mlopsctl.schemas import PROJECT_SCHEMA_DIR
 from tests import kube_apiserver
 from tests.conftest import TOOLS_DIR, CliResult

@@ -7,7 +7,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlopsctl import diff_report, model_review
+from mlopsctl import diff_report
+from mlopsctl.base import model_review
+from mlopsctl.base.resources import Resource
 from mlopsctl.manifest_diff import (
     IgnoreRule,
     ResourceDiff,
@@ -16,7 +18,6 @@ from mlopsctl.manifest_diff import (
     mask_secrets,
     parse_jq_path,
 )
-from mlopsctl.resources import Resource
 
 WEBHOOKS = {
     "apiVersion": "admissionregistration.k8s.io/v1",

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
-from mlopsctl import toolchain
-from mlopsctl.kustomize import render_root
-from mlopsctl.pins import PinError, find_pins, set_image, set_model_version
+from mlopsctl.base import toolchain
+from mlopsctl.base.errors import PinError
+from mlopsctl.base.kustomize import render_root
+from mlopsctl.base.markers import find_pins, set_image, set_model_version
+from mlopsctl.base.registry import ModelVersion
 from mlopsctl.promote.edits import ModelChange
 from mlopsctl.promote.flows import Landing, run_edits
 from mlopsctl.promote.plan import Plan
-from mlopsctl.registry import ModelVersion
 from tests.conftest import MINIMAL_CONFIG, TOOLS_DIR, write_tree
 from tests.platform_fixtures import Platform
 

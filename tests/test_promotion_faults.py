@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import inventory, toolchain
-from mlopsctl.config import load_config
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base import inventory, toolchain
+from mlopsctl.base.config import load_config
+from mlopsctl.base.errors import MlopsctlError, RegistryError
+from mlopsctl.base.registry import MlflowRegistry, ModelVersion
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
-from mlopsctl.registry import MlflowRegistry, ModelVersion, RegistryError
 from tests.conftest import TOOLS_DIR
 from tests.github_standin import REPOSITORY, TOKEN, GitHubStandIn
 from tests.mlflow_fixtures import MlflowServer
@@ -207,7 +207,7 @@ def test_a_model_name_git_refuses_as_a_branch_fails_alone(
 
 @pytest.fixture
 def pull_requests(github: GitHubStandIn) -> Any:
-    from mlopsctl.github import PullRequests
+    from mlopsctl.base.github import PullRequests
 
     return PullRequests(github.url, REPOSITORY, TOKEN)
 

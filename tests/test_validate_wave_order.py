@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from mlopsctl.argocd import RootState
-from mlopsctl.config import load_config
-from mlopsctl.resources import parse_render
+from mlopsctl.base.config import load_config
+from mlopsctl.base.resources import parse_render
 from mlopsctl.wave_order import check_wave_order
 from tests.conftest import edit_yaml
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mlopsctl.registry import MlflowRegistry, RegistryError
+from mlopsctl.base.errors import RegistryError
+from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.webhooks import RELEVANT_EVENTS
 from tests.loopback import QuietHandler, serving
 from tests.mlflow_fixtures import MlflowServer

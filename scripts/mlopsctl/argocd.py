@@ -8,15 +8,17 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from pathlib import PurePosixPath
 from typing import Any
 
-from mlopsctl.policies import application_sources
-from mlopsctl.resources import BUILTIN_CLUSTER_SCOPED_KINDS, Resource
+from mlopsctl.base.argocd import (
+    SYNC_WAVE,
+    application_sources,
+    environment_of,
+    normalise_repository_url,
+)
+from mlopsctl.base.resources import BUILTIN_CLUSTER_SCOPED_KINDS, Resource
 
-SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 NAME_LABEL = "app.kubernetes.io/name"
-IN_CLUSTER = "https://kubernetes.default.svc"
 
 
 @dataclass(frozen=True)
@@ -35,18 +37,6 @@ class RootState:
 
     error: str | None
     resources: tuple[Resource, ...]
-
-
-def normalise_repository_url(url: str) -> str:
-    return url.strip().removesuffix("/").removesuffix(".git").lower()
-
-
-def environment_of(root: str) -> str | None:
-    """`apps/<env>` and `clusters/<env>/...` roots belong to environment <env>."""
-    parts = PurePosixPath(root).parts
-    if len(parts) >= 2 and parts[0] in ("apps", "clusters"):
-        return parts[1]
-    return None
 
 
 def _glob(pattern: Any, value: str) -> bool:

@@ -19,12 +19,13 @@ from typing import Any
 
 import yaml
 
+from mlopsctl.base.config import HandMadeSecret
+from mlopsctl.base.errors import KubeApiError
+from mlopsctl.base.kubeapi import FIELD_MANAGER, KubeApi
+from mlopsctl.base.resources import Resource
 from mlopsctl.bootstrap_plan import as_applied, crds_and_the_rest, served_kinds
 from mlopsctl.bootstrap_report import progress_lines, progress_of, unfinished
-from mlopsctl.config import HandMadeSecret
-from mlopsctl.kubeapi import FIELD_MANAGER, KubeApi, KubeApiError
 from mlopsctl.live_status import ApplicationState
-from mlopsctl.resources import Resource
 
 ARGOCD_NAMESPACE = "argocd"
 APPLICATIONS_PATH = f"/apis/argoproj.io/v1alpha1/namespaces/{ARGOCD_NAMESPACE}/applications"

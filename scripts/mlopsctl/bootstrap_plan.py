@@ -18,9 +18,9 @@ from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from typing import Any
 
-from mlopsctl.config import HandMadeSecret
-from mlopsctl.hand_made_secrets import needs_git_token
-from mlopsctl.resources import Resource
+from mlopsctl.base.config import HandMadeSecret
+from mlopsctl.base.hand_made_secrets import needs_git_token
+from mlopsctl.base.resources import Resource
 
 CONFIRM_FLAG = "--confirm-context"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlopsctl.base.resources import Resource
 from mlopsctl.live_status import ApplicationState
-from mlopsctl.resources import Resource
 
 SYNCED = "Synced"
 HEALTHY = "Healthy"

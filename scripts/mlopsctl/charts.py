@@ -17,9 +17,8 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.argocd import normalise_repository_url
-from mlopsctl.policies import application_sources
-from mlopsctl.resources import Resource
+from mlopsctl.base.argocd import application_sources, normalise_repository_url
+from mlopsctl.base.resources import Resource
 
 # The policies chart workloads are held to. The others (restricted security, probes, labels) are
 # the chart authors' choices: node-exporter must read the host, for one.

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlopsctl import model_review
+from mlopsctl.base import model_review
 from mlopsctl.manifest_diff import ResourceDiff, RootDiff
 
 # GitHub refuses issue and pull-request comments longer than this many characters.

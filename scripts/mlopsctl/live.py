@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from mlopsctl import deployment_tags, gitops
+from mlopsctl import deployment_tags
+from mlopsctl.base import git
+from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.live_cluster import EnvironmentReader
 from mlopsctl.live_status import ClusterView, LiveRow, live_row
-from mlopsctl.registry import MlflowRegistry
 from mlopsctl.status import StatusRow
 
 MODEL_SERVER = "model-server"
@@ -29,7 +30,7 @@ def live_rows(
     """One LiveRow per status row; `clusters` maps each environment to its reader, or to why
     its cluster cannot be reached."""
     files = sorted({pinned.file for row in rows for pinned in row.files})
-    last_changes = gitops.last_commits_touching(repository, followed, files)
+    last_changes = git.last_commits_touching(repository, followed, files)
     ancestry: dict[tuple[str, str], bool | None] = {}
     joined = []
     for row in rows:
@@ -42,7 +43,7 @@ def live_rows(
         contains: bool | None = None
         if commit and revision:
             if (commit, revision) not in ancestry:
-                ancestry[(commit, revision)] = gitops.contains(repository, commit, revision)
+                ancestry[(commit, revision)] = git.contains(repository, commit, revision)
             contains = ancestry[(commit, revision)]
         joined.append(live_row(row, view, commit or "", contains))
     return joined
@@ -54,7 +55,7 @@ def _last_change(
     changes = [last_changes.get(pinned.file) for pinned in row.files]
     if row.files and all(changes):
         return min(change for change in changes if change)[1]
-    return gitops.last_commit_touching(repository, followed, [pinned.file for pinned in row.files])
+    return git.last_commit_touching(repository, followed, [pinned.file for pinned in row.files])
 
 
 def component(row: StatusRow) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlopsctl.kubeapi import KubeApi, KubeApiError
+from mlopsctl.base.errors import KubeApiError
+from mlopsctl.base.kubeapi import KubeApi
 from mlopsctl.live_status import ApplicationState, ClusterView, ServedState
 
 ARGOCD_NAMESPACE = "argocd"

@@ -19,9 +19,8 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.argocd import normalise_repository_url
-from mlopsctl.policies import application_sources
-from mlopsctl.resources import Resource
+from mlopsctl.base.argocd import application_sources, normalise_repository_url
+from mlopsctl.base.resources import Resource
 
 MASK = "<masked>"
 MASK_BEFORE = "<masked: old value>"

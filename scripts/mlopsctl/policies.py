@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mlopsctl.resources import Resource
+from mlopsctl.base.argocd import application_sources
+from mlopsctl.base.resources import Resource
 
 Problem = tuple[str, str]  # (field path, message)
 
@@ -119,17 +120,6 @@ def check_chart_versions(resource: Resource) -> Iterator[Problem]:
                 f"chart {source['chart']!r} version {version!r} is not one exact version "
                 "(ranges, wildcards and empty versions let the deployed chart change unseen)",
             )
-
-
-def application_sources(resource: Resource) -> list[tuple[str, dict[str, Any]]]:
-    spec = resource.body.get("spec") or {}
-    if isinstance(spec.get("source"), dict):
-        return [("spec.source", spec["source"])]
-    return [
-        (f"spec.sources[{index}]", source)
-        for index, source in enumerate(spec.get("sources") or [])
-        if isinstance(source, dict)
-    ]
 
 
 def check_resources(resource: Resource) -> Iterator[Problem]:

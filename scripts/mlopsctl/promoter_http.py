@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from mlopsctl import webhooks
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.errors import MlopsctlError
 
 if TYPE_CHECKING:
     from mlopsctl.service import Metrics, Reconciler, Settings

@@ -16,11 +16,15 @@ from pathlib import Path
 
 import yaml
 
-from mlopsctl import gitops, inventory, kustomize, model_review
-from mlopsctl.config import CONFIG_FILENAME, Config, load_config
+from mlopsctl.base import git, inventory, kustomize, model_review
+from mlopsctl.base.argocd import application_sources
+from mlopsctl.base.config import CONFIG_FILENAME, Config, load_config
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.kustomize import RenderResult
+from mlopsctl.base.registry import Registry
+from mlopsctl.base.resources import Resource, parse_render
+from mlopsctl.base.toolchain import Toolchain
 from mlopsctl.diff_report import DiffReport
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.kustomize import RenderResult
 from mlopsctl.manifest_diff import (
     IgnoreRule,
     RootDiff,
@@ -28,10 +32,6 @@ from mlopsctl.manifest_diff import (
     diff_resources,
     system_ignore_rules,
 )
-from mlopsctl.policies import application_sources
-from mlopsctl.registry import Registry
-from mlopsctl.resources import Resource, parse_render
-from mlopsctl.toolchain import Toolchain
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _checked_out(repository: Path, revision: Revision, destination: Path) -> Ite
     if revision.commit is None:
         yield repository
         return
-    with gitops.worktree(repository, revision.commit, destination) as tree:
+    with git.worktree(repository, revision.commit, destination) as tree:
         yield tree
 
 
@@ -135,7 +135,7 @@ def compare(
 ) -> DiffReport:
     """Render what changed between `base` and `head` and compare it resource by resource."""
     assert base.commit is not None, "the base is always a commit"
-    changed = gitops.changed_files(repository, base.commit, head.commit)
+    changed = git.changed_files(repository, base.commit, head.commit)
     with (
         tempfile.TemporaryDirectory(prefix="mlopsctl-diff-") as scratch,
         _checked_out(repository, base, Path(scratch) / "base") as base_tree,
@@ -211,6 +211,6 @@ def _compare_roots(
 def default_base(repository: Path, branch: str) -> str:
     """Where a pull request would merge: origin/<branch> when there is one, else <branch>."""
     for candidate in (f"origin/{branch}", branch):
-        if gitops.commit_of(repository, candidate) is not None:
+        if git.commit_of(repository, candidate) is not None:
             return candidate
     raise MlopsctlError(f"neither origin/{branch} nor {branch} exists here: pass --base REF")

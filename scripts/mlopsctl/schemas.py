@@ -26,8 +26,8 @@ import jsonschema
 import jsonschema.exceptions
 from referencing import Registry, Resource
 
-from mlopsctl.resources import Resource as KubernetesResource
-from mlopsctl.resources import field_path
+from mlopsctl.base.resources import Resource as KubernetesResource
+from mlopsctl.base.resources import field_path
 
 PROJECT_SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -42,7 +42,7 @@ def _kubernetes_schema_dir(kubernetes_version: str) -> Path:
     base = package_resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
     directory = Path(str(base)) / f"v{kubernetes_version}.0-local-strict"
     if not directory.is_dir():
-        from mlopsctl.errors import MlopsctlError
+        from mlopsctl.base.errors import MlopsctlError
 
         raise MlopsctlError(
             f"kubernetes-validate has no strict schemas for Kubernetes {kubernetes_version} "
@@ -230,7 +230,7 @@ def kubeconform_problems(
     try:
         report = json.loads(completed.stdout)
     except ValueError as error:
-        from mlopsctl.errors import MlopsctlError
+        from mlopsctl.base.errors import MlopsctlError
 
         raise MlopsctlError(
             f"kubeconform gave no JSON report (exit code {completed.returncode}): "

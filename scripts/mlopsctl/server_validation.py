@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from mlopsctl.base.errors import KubeApiError
+from mlopsctl.base.kubeapi import KubeApi
+from mlopsctl.base.resources import Resource
 from mlopsctl.crds import project_crds
 from mlopsctl.findings import Finding
-from mlopsctl.kubeapi import KubeApi, KubeApiError
-from mlopsctl.resources import Resource
 from mlopsctl.schemas import PROJECT_SCHEMA_DIR
 from mlopsctl.sources import SourceIndex
 

@@ -22,17 +22,18 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mlopsctl import gitops, inventory, live, webhooks
-from mlopsctl.config import CONFIG_FILENAME, Config, load_config
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.kubeapi import KubeApi
+from mlopsctl import live, webhooks
+from mlopsctl.base import git, inventory
+from mlopsctl.base.config import CONFIG_FILENAME, Config, load_config
+from mlopsctl.base.errors import BranchMismatch, GitError, MlopsctlError, UnknownEnvironment
+from mlopsctl.base.kubeapi import KubeApi
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.base.toolchain import Toolchain
 from mlopsctl.live_cluster import EnvironmentReader
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
 from mlopsctl.promoter_http import HttpLimits, HttpServer, PromoterApp, ReadinessCache
-from mlopsctl.registry import MlflowRegistry
 from mlopsctl.status import status_rows
-from mlopsctl.toolchain import Toolchain
 
 # The longest a pass's own work may take before /healthz calls the worker stuck: a clone, a
 # render per environment and 20 pushes with their back-off take well under a minute on a big
@@ -50,19 +51,11 @@ def pass_allowance_seconds(git_timeout_seconds: float) -> float:
     return PASS_TIMEOUT_SECONDS + GIT_DEADLINES_PER_PASS * git_timeout_seconds
 
 
-class BranchMismatch(MlopsctlError):
-    """The reconciled branch's mlopsctl.yaml promotes to another branch."""
-
-
-class UnknownEnvironment(MlopsctlError):
-    """The promoter is told to own an environment the branch's mlopsctl.yaml does not have."""
-
-
 def branch_config(
     remote: str,
     branch: str,
     environments: Collection[str] = (),
-    credentials: gitops.Credentials = gitops.NO_CREDENTIALS,
+    credentials: git.Credentials = git.NO_CREDENTIALS,
 ) -> Config:
     """mlopsctl.yaml as `branch` of `remote` holds it, refused unless it promotes to `branch`
     and has every one of `environments` (those the promoter owns).
@@ -75,7 +68,7 @@ def branch_config(
     with tempfile.TemporaryDirectory(prefix="mlopsctl-config-") as scratch:
         # Only the tip is needed, and no checkout: the one file is read from the object store.
         checkout = Path(scratch) / "repository"
-        completed = gitops.git(
+        completed = git.git(
             Path(scratch),
             "clone",
             "--quiet",
@@ -91,11 +84,11 @@ def branch_config(
             credentials=credentials,
         )
         if completed.returncode != 0:
-            raise gitops.GitError(
+            raise GitError(
                 f"cannot read {CONFIG_FILENAME} of {remote} (branch {branch}): "
                 f"{completed.stderr.strip()}"
             )
-        text = gitops.file_at(checkout, "HEAD", CONFIG_FILENAME)
+        text = git.file_at(checkout, "HEAD", CONFIG_FILENAME)
         if text is None:
             raise MlopsctlError(f"{remote} has no {CONFIG_FILENAME} on branch {branch}")
         (checkout / CONFIG_FILENAME).write_text(text, encoding="utf-8")
@@ -175,7 +168,7 @@ class Settings:
     # is told which are its own and never reads the others'.
     environments: tuple[str, ...]
     # How git authenticates to the remote (its token is never printed either).
-    credentials: gitops.Credentials = field(default=gitops.NO_CREDENTIALS, repr=False)
+    credentials: git.Credentials = field(default=git.NO_CREDENTIALS, repr=False)
     interval_seconds: float = 60.0
     max_attempts: int = 20
     log: Callable[[str], None] = print
@@ -297,7 +290,7 @@ class Reconciler:
                 tempfile.TemporaryDirectory(prefix="mlopsctl-deployed-") as scratch,
                 contextlib.closing(KubeApi(kubeconfig)) as kube,
             ):
-                checkout = gitops.clone(
+                checkout = git.clone(
                     settings.remote,
                     settings.branch,
                     Path(scratch) / "repository",
@@ -354,7 +347,7 @@ def ready(settings: Settings) -> tuple[bool, dict[str, str]]:
     """Whether the git remote and MLflow both answer, with what each said."""
     checks: dict[str, str] = {}
     try:
-        completed = gitops.git_at(
+        completed = git.git_at(
             "ls-remote",
             "--heads",
             settings.remote,

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.kustomize import is_remote, kustomization_file, load_kustomization
-from mlopsctl.resources import Resource
+from mlopsctl.base.kustomize import is_remote, kustomization_file, load_kustomization
+from mlopsctl.base.resources import Resource
 
 
 @cache

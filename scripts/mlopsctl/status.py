@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from mlopsctl.inventory import LocatedPin
+from mlopsctl.base.inventory import LocatedPin
+from mlopsctl.base.registry import ModelVersion, Registry
 from mlopsctl.promote.gates import nothing_pinned
-from mlopsctl.registry import ModelVersion, Registry
 
 IN_SYNC = "in sync"
 BEHIND = "behind"

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.errors import MlopsctlError
 
 FETCH_TIMEOUT_SECONDS = 30
 

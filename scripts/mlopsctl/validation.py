@@ -11,15 +11,16 @@ from pathlib import Path
 import yaml
 
 from mlopsctl import argocd, charts, policies, server_validation, topology, wave_order
-from mlopsctl.config import Config
+from mlopsctl.base.config import Config
+from mlopsctl.base.errors import PinError
+from mlopsctl.base.kubeapi import KubeApi
+from mlopsctl.base.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots, walk_tree
+from mlopsctl.base.markers import find_pins
+from mlopsctl.base.resources import Resource, parse_render
+from mlopsctl.base.toolchain import Toolchain
 from mlopsctl.findings import Finding
-from mlopsctl.kubeapi import KubeApi
-from mlopsctl.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, render_roots, walk_tree
-from mlopsctl.pins import PinError, find_pins
-from mlopsctl.resources import Resource, parse_render
 from mlopsctl.schemas import SchemaProblem, SchemaStore, kubeconform_problems
 from mlopsctl.sources import SourceIndex
-from mlopsctl.toolchain import Toolchain
 
 
 @dataclass

@@ -23,10 +23,16 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.argocd import SYNC_WAVE, Problem, RootState, environment_of, normalise_repository_url
-from mlopsctl.config import CONFIG_FILENAME, Config
-from mlopsctl.policies import PodSpec, application_sources, containers, pod_spec
-from mlopsctl.resources import Resource
+from mlopsctl.argocd import Problem, RootState
+from mlopsctl.base.argocd import (
+    SYNC_WAVE,
+    application_sources,
+    environment_of,
+    normalise_repository_url,
+)
+from mlopsctl.base.config import CONFIG_FILENAME, Config
+from mlopsctl.base.resources import Resource
+from mlopsctl.policies import PodSpec, containers, pod_spec
 
 CHECK = "wave-order"
 AUTH_SECRET_ANNOTATION = "nginx.ingress.kubernetes.io/auth-secret"

@@ -19,8 +19,12 @@ from typing import Any
 
 import yaml
 
-from mlopsctl import toolchain
-from mlopsctl.argocd import normalise_repository_url
+from mlopsctl.base import toolchain
+from mlopsctl.base.argocd import application_sources, normalise_repository_url
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.hand_made_secrets import secret_object
+from mlopsctl.base.kustomize import kustomization_file, render_root, render_roots
+from mlopsctl.base.resources import Resource, parse_render
 from mlopsctl.bootstrap_cluster import (
     Cluster,
     chosen_context,
@@ -28,12 +32,7 @@ from mlopsctl.bootstrap_cluster import (
     kubeconfig_path,
     watch_applications,
 )
-from mlopsctl.bootstrap_plan import (
-    CONFIRM_FLAG,
-    context_refusal,
-    git_token_refusal,
-    plan_secrets,
-)
+from mlopsctl.bootstrap_plan import CONFIRM_FLAG, context_refusal, git_token_refusal, plan_secrets
 from mlopsctl.bootstrap_report import (
     ApplicationRender,
     access_lines,
@@ -42,12 +41,7 @@ from mlopsctl.bootstrap_report import (
 )
 from mlopsctl.charts import chart_sources
 from mlopsctl.commands.common import Workspace, add_repository_argument, workspace
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.hand_made_secrets import secret_object
-from mlopsctl.kustomize import kustomization_file, render_root, render_roots
 from mlopsctl.live_status import ApplicationState
-from mlopsctl.policies import application_sources
-from mlopsctl.resources import Resource, parse_render
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_GIT_TOKEN_VARIABLE = "GIT_TOKEN"

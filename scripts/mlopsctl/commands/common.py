@@ -9,13 +9,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlopsctl import gitops
-from mlopsctl.config import Config, find_repository_root, load_config
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.github import PullRequests, repository_slug
+from mlopsctl.base import git
+from mlopsctl.base.config import Config, find_repository_root, load_config
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.github import PullRequests, repository_slug
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.base.toolchain import default_tools_dir
 from mlopsctl.promote.flows import Landing
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.toolchain import default_tools_dir
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def select_roots(requested: list[str], discovered: list[str], repository: Path) 
     """Roots named on the command line (checked to exist), or every root."""
     if not requested:
         return discovered
-    from mlopsctl.kustomize import kustomization_file
+    from mlopsctl.base.kustomize import kustomization_file
 
     chosen = []
     for raw in requested:
@@ -129,7 +129,7 @@ def positive_integer(text: str) -> int:
 
 def landing(args: argparse.Namespace, remote: str) -> Landing:
     # The same credentials the service takes (workflows pass their token this way).
-    credentials = gitops.Credentials(
+    credentials = git.Credentials(
         os.environ.get("MLOPSCTL_GIT_TOKEN") or None,
         os.environ.get("MLOPSCTL_SSH_KEY_FILE") or None,
     )

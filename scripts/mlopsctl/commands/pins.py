@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from mlopsctl import inventory
+from mlopsctl.base import inventory
 from mlopsctl.commands.common import add_repository_argument, print_table, workspace
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlopsctl import toolchain
+from mlopsctl.base import toolchain
+from mlopsctl.base.config import WRITERS
 from mlopsctl.commands.common import (
     add_landing_arguments,
     add_registry_arguments,
@@ -21,7 +22,6 @@ from mlopsctl.commands.common import (
     remote_of,
     workspace,
 )
-from mlopsctl.config import WRITERS
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlopsctl import kustomize, toolchain
+from mlopsctl.base import kustomize, toolchain
 from mlopsctl.commands.common import (
     add_repository_argument,
     select_roots,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlopsctl import toolchain
+from mlopsctl.base import toolchain
 from mlopsctl.commands.common import (
     add_landing_arguments,
     add_registry_arguments,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from mlopsctl import toolchain
+from mlopsctl.base import toolchain
+from mlopsctl.base.markers import DIGEST, IMAGE_NAME, TAG, check_field
 from mlopsctl.commands.common import (
     add_landing_arguments,
     add_repository_argument,
@@ -18,7 +19,6 @@ from mlopsctl.commands.common import (
     workspace,
 )
 from mlopsctl.commands.promote import print_report
-from mlopsctl.pins import DIGEST, IMAGE_NAME, TAG, check_field
 from mlopsctl.promote.flows import set_image_run
 
 

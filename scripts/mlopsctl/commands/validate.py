@@ -11,10 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mlopsctl import kustomize, toolchain
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.kubeapi import KubeApi
 from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
 from mlopsctl.findings import format_json, format_text
-from mlopsctl.kubeapi import KubeApi
 from mlopsctl.upstream import write_crd_schemas
 from mlopsctl.validation import validate
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.commands.common import add_registry_arguments, registry
-from mlopsctl.errors import MlopsctlError
 from mlopsctl.webhooks import RELEVANT_EVENTS
 
 

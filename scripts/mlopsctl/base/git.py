@@ -23,30 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlopsctl.errors import MlopsctlError
-
-
-class GitError(MlopsctlError):
-    """The git remote could not be read or written; nothing was left half-done."""
-
-    exit_code = 4
-
-
-class GitTimeout(GitError, subprocess.TimeoutExpired):
-    """A git command ran past its deadline and was stopped, with every process it started.
-
-    Also a `subprocess.TimeoutExpired`: `git_at` used to let that one through, and callers
-    written for it (the service's readiness check) keep working unchanged."""
-
-    def __init__(self, message: str, command: str, seconds: float) -> None:
-        GitError.__init__(self, message, command, seconds)
-        subprocess.TimeoutExpired.__init__(self, command, seconds)
-        self.message = message
-
-    def __str__(self) -> str:
-        # TimeoutExpired's own text would print the command line, which may carry a URL.
-        return self.message
-
+from mlopsctl.base.errors import GitError, GitTimeout, MlopsctlError
 
 # Whole-command deadlines. Network commands wait on someone else; local ones only on this
 # machine's disk, so theirs is a generous backstop against a stuck hook or lock, not a budget.

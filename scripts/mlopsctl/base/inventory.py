@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.kustomize import walk_tree
-from mlopsctl.pins import Pin, find_pins
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.kustomize import walk_tree
+from mlopsctl.base.markers import Pin, find_pins
 
 
 @dataclass(frozen=True)

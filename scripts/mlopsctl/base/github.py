@@ -12,19 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.errors import GitHubError
 
 API_VERSION = "2022-11-28"
 _SLUG = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _REMOTE = re.compile(r"github\.com[:/](?P<slug>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(?:\.git)?/?$")
-
-
-class GitHubError(MlopsctlError):
-    exit_code = 4
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  # the HTTP status GitHub answered with, when it answered
 
 
 def repository_slug(remote: str, configured: str | None) -> str | None:

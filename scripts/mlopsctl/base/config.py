@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.errors import MlopsctlError
 
 CONFIG_FILENAME = "mlopsctl.yaml"
 
