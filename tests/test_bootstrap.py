@@ -44,8 +44,8 @@ from mlopsctl.bootstrap_plan import (
 from mlopsctl.bootstrap_report import access_lines, merged_values, progress_lines, progress_of
 from mlopsctl.commands.bootstrap import application_renders
 from mlopsctl.commands.common import Workspace
-from mlopsctl.crds import crd
-from mlopsctl.schemas import PROJECT_SCHEMA_DIR
+from mlopsctl.validate.crds import crd
+from mlopsctl.validate.schemas.store import PROJECT_SCHEMA_DIR
 from tests import kube_apiserver
 from tests.conftest import TOOLS_DIR, CliResult
 from tests.kube_apiserver import TestApiServer

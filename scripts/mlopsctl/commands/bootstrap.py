@@ -39,9 +39,9 @@ from mlopsctl.bootstrap_report import (
     merged_values,
     timeout_message,
 )
-from mlopsctl.charts import chart_sources
 from mlopsctl.commands.common import Workspace, add_repository_argument, workspace
 from mlopsctl.live_status import ApplicationState
+from mlopsctl.validate.charts import chart_sources
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_GIT_TOKEN_VARIABLE = "GIT_TOKEN"

@@ -14,9 +14,9 @@ from pathlib import Path
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.kubeapi import KubeApi
 from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
-from mlopsctl.findings import format_json, format_text
-from mlopsctl.upstream import write_crd_schemas
-from mlopsctl.validation import validate
+from mlopsctl.validate.engine import validate
+from mlopsctl.validate.findings import format_json, format_text
+from mlopsctl.validate.upstream import write_crd_schemas
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

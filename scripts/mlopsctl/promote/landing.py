@@ -32,7 +32,7 @@ from mlopsctl.promote.edits import (
     withdrawn_body,
 )
 from mlopsctl.promote.plan import Failure, Plan, Refusal, Settled
-from mlopsctl.validation import validate
+from mlopsctl.validate.engine import validate
 
 
 class OutcomeKind(StrEnum):

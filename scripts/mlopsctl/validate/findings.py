@@ -1,10 +1,13 @@
-"""Findings: what validation reports, and how it is printed for people and machines."""
+"""Findings: what validation reports, and how it is printed for people and machines; the
+problems the checks across roots return, and the state of a root they read."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+
+from mlopsctl.base.resources import Resource
 
 
 @dataclass(frozen=True, order=True)
@@ -17,6 +20,24 @@ class Finding:
     message: str
     check: str
     root: str = ""
+
+
+@dataclass(frozen=True)
+class Problem:
+    resource: Resource | None
+    field: str
+    message: str
+    check: str
+    # For problems about the tree rather than a rendered object (a missing environment).
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class RootState:
+    """What validation knows about one kustomize root after rendering it."""
+
+    error: str | None
+    resources: tuple[Resource, ...]
 
 
 def format_text(findings: Iterable[Finding]) -> str:

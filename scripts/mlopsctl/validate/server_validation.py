@@ -17,10 +17,10 @@ from typing import Any
 from mlopsctl.base.errors import KubeApiError
 from mlopsctl.base.kubeapi import KubeApi
 from mlopsctl.base.resources import Resource
-from mlopsctl.crds import project_crds
-from mlopsctl.findings import Finding
-from mlopsctl.schemas import PROJECT_SCHEMA_DIR
-from mlopsctl.sources import SourceIndex
+from mlopsctl.validate.crds import project_crds
+from mlopsctl.validate.findings import Finding
+from mlopsctl.validate.schemas.store import PROJECT_SCHEMA_DIR
+from mlopsctl.validate.sources import SourceIndex
 
 CHECK = "server"
 DEFAULT_NAMESPACE = "default"

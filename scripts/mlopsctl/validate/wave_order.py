@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.argocd import Problem, RootState
 from mlopsctl.base.argocd import (
     SYNC_WAVE,
     application_sources,
@@ -32,7 +31,8 @@ from mlopsctl.base.argocd import (
 )
 from mlopsctl.base.config import CONFIG_FILENAME, Config
 from mlopsctl.base.resources import Resource
-from mlopsctl.policies import PodSpec, containers, pod_spec
+from mlopsctl.validate.findings import Problem, RootState
+from mlopsctl.validate.policies import PodSpec, containers, pod_spec
 
 CHECK = "wave-order"
 AUTH_SECRET_ANNOTATION = "nginx.ingress.kubernetes.io/auth-secret"

@@ -17,11 +17,11 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlopsctl.argocd import Problem, RootState
 from mlopsctl.base.argocd import IN_CLUSTER, application_sources, normalise_repository_url
 from mlopsctl.base.config import CONFIG_FILENAME, Config, Registry
 from mlopsctl.base.resources import Resource
-from mlopsctl.policies import containers, pod_spec
+from mlopsctl.validate.findings import Problem, RootState
+from mlopsctl.validate.policies import containers, pod_spec
 
 CHECK = "one-writer-per-pin"
 OWNED_ENVIRONMENTS = "MLOPSCTL_ENVIRONMENTS"

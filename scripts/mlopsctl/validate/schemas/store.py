@@ -29,7 +29,7 @@ from referencing import Registry, Resource
 from mlopsctl.base.resources import Resource as KubernetesResource
 from mlopsctl.base.resources import field_path
 
-PROJECT_SCHEMA_DIR = Path(__file__).parent / "schemas"
+PROJECT_SCHEMA_DIR = Path(__file__).parent
 
 
 @dataclass(frozen=True)

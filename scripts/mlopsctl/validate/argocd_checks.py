@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -17,26 +16,9 @@ from mlopsctl.base.argocd import (
     normalise_repository_url,
 )
 from mlopsctl.base.resources import BUILTIN_CLUSTER_SCOPED_KINDS, Resource
+from mlopsctl.validate.findings import Problem, RootState
 
 NAME_LABEL = "app.kubernetes.io/name"
-
-
-@dataclass(frozen=True)
-class Problem:
-    resource: Resource | None
-    field: str
-    message: str
-    check: str
-    # For problems about the tree rather than a rendered object (a missing environment).
-    file: str = ""
-
-
-@dataclass(frozen=True)
-class RootState:
-    """What validation knows about one kustomize root after rendering it."""
-
-    error: str | None
-    resources: tuple[Resource, ...]
 
 
 def _glob(pattern: Any, value: str) -> bool:

@@ -1,4 +1,8 @@
-"""`mlopsctl validate`'s engine: render, then schemas, policies and Argo CD checks."""
+"""`mlopsctl validate`'s engine: render, then schemas, policies and Argo CD checks.
+
+One function per phase: the tree as written, rendering, policies, schemas, the checks across
+roots, then (when asked) Helm charts and the API server.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from pathlib import Path
 
 import yaml
 
-from mlopsctl import argocd, charts, policies, server_validation, topology, wave_order
 from mlopsctl.base.config import Config
 from mlopsctl.base.errors import PinError
 from mlopsctl.base.kubeapi import KubeApi
@@ -18,9 +21,17 @@ from mlopsctl.base.kustomize import KUSTOMIZATION_FILENAMES, RenderResult, rende
 from mlopsctl.base.markers import find_pins
 from mlopsctl.base.resources import Resource, parse_render
 from mlopsctl.base.toolchain import Toolchain
-from mlopsctl.findings import Finding
-from mlopsctl.schemas import SchemaProblem, SchemaStore, kubeconform_problems
-from mlopsctl.sources import SourceIndex
+from mlopsctl.validate import (
+    argocd_checks,
+    charts,
+    policies,
+    server_validation,
+    topology,
+    wave_order,
+)
+from mlopsctl.validate.findings import Finding, RootState
+from mlopsctl.validate.schemas.store import SchemaProblem, SchemaStore, kubeconform_problems
+from mlopsctl.validate.sources import SourceIndex
 
 
 @dataclass
@@ -81,6 +92,7 @@ def validate(
     kube: KubeApi | None = None,
     prepare_server: bool = False,
 ) -> Report:
+    """Render the roots, then run each phase over what rendered; findings sorted, each once."""
     repository = repository.resolve()
     report = Report(roots=list(roots))
     index = SourceIndex(repository)
@@ -90,24 +102,60 @@ def validate(
         if upstream_schema_dir is not None
         else None
     )
-    skipped = {(item.api_version, item.kind): item.reason for item in config.skipped_schemas}
     results = render_roots(repository, roots, toolchain, allow_network)
 
-    def finding(resource: Resource, field_name: str, message: str, check: str) -> Finding:
-        return Finding(
-            index.locate(resource), resource.reference, field_name, message, check, resource.root
-        )
-
     if all_roots:
-        for path in _kustomization_files(repository, config.render_exclude):
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            if isinstance(document, dict):
-                relative = path.relative_to(repository).as_posix()
-                for field_name, message, check in policies.kustomization_problems(document):
-                    report.findings.append(Finding(relative, "", field_name, message, check))
-        report.findings.extend(_marker_problems(repository, config.render_exclude))
+        report.findings.extend(_tree_findings(repository, config))
+    states, rendered_text = _rendered(results, index, report)
+    everything = [resource for state in states.values() for resource in state.resources]
+    report.resources_checked = len(everything)
+    report.findings.extend(_policy_findings(everything, index))
+    report.findings.extend(
+        _schema_findings(
+            everything, config, store, upstream, toolchain, rendered_text, index, report
+        )
+    )
+    if all_roots:
+        report.findings.extend(_cross_root_findings(repository, config, states, store, index))
+    if all_roots and allow_network:
+        report.findings.extend(_chart_findings(repository, config, states, toolchain, index))
+    if kube is not None:
+        if prepare_server:
+            server_validation.prepare(kube, everything)
+        report.findings.extend(server_validation.server_findings(kube, everything, index))
 
-    states: dict[str, argocd.RootState] = {}
+    report.findings = sorted(set(report.findings))
+    return report
+
+
+def _located(
+    index: SourceIndex, resource: Resource, field_name: str, message: str, check: str
+) -> Finding:
+    """A finding about a rendered resource, located at the source file it came from."""
+    return Finding(
+        index.locate(resource), resource.reference, field_name, message, check, resource.root
+    )
+
+
+def _tree_findings(repository: Path, config: Config) -> list[Finding]:
+    """Phase 1, the tree as written: every kustomization file's fields, every pin marker."""
+    findings = []
+    for path in _kustomization_files(repository, config.render_exclude):
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if isinstance(document, dict):
+            relative = path.relative_to(repository).as_posix()
+            for field_name, message, check in policies.kustomization_problems(document):
+                findings.append(Finding(relative, "", field_name, message, check))
+    findings.extend(_marker_problems(repository, config.render_exclude))
+    return findings
+
+
+def _rendered(
+    results: Sequence[RenderResult], index: SourceIndex, report: Report
+) -> tuple[dict[str, RootState], dict[str, str]]:
+    """Phase 2, rendering: each root's state and output; what did not render, or warned, is a
+    finding, and roots skipped for needing the network are noted in the report."""
+    states: dict[str, RootState] = {}
     rendered_text: dict[str, str] = {}
     for result in results:
         states[result.root] = _root_state(result)
@@ -138,9 +186,33 @@ def validate(
             )
         if result.output:
             rendered_text[result.root] = result.output
+    return states, rendered_text
 
-    everything = [resource for state in states.values() for resource in state.resources]
-    report.resources_checked = len(everything)
+
+def _policy_findings(everything: Sequence[Resource], index: SourceIndex) -> list[Finding]:
+    """Phase 3, each rendered resource against the policies."""
+    return [
+        _located(index, resource, field_name, message, check)
+        for resource in everything
+        for check, policy in policies.RESOURCE_POLICIES.items()
+        for field_name, message in policy(resource)
+    ]
+
+
+def _schema_findings(
+    everything: Sequence[Resource],
+    config: Config,
+    store: SchemaStore,
+    upstream: SchemaStore | None,
+    toolchain: Toolchain,
+    rendered_text: dict[str, str],
+    index: SourceIndex,
+    report: Report,
+) -> list[Finding]:
+    """Phase 4, each rendered resource against its schema (kubeconform's when it is installed,
+    the project's for custom resources, upstream CRDs' when asked); kinds skipped on purpose are
+    noted in the report, and the checker that ran is named there."""
+    skipped = {(item.api_version, item.kind): item.reason for item in config.skipped_schemas}
 
     kubeconform_found: dict[tuple[str, str, str], list[SchemaProblem]] | None = None
     if toolchain.kubeconform and rendered_text:
@@ -154,10 +226,8 @@ def validate(
             "+ project schemas"
         )
 
+    findings = []
     for resource in everything:
-        for check, policy in policies.RESOURCE_POLICIES.items():
-            for field_name, message in policy(resource):
-                report.findings.append(finding(resource, field_name, message, check))
         custom = store.custom_schema_path(resource.api_version, resource.kind) is not None
         problems: list[SchemaProblem] | None
         known = store.validator(resource.api_version, resource.kind) is not None
@@ -168,12 +238,14 @@ def validate(
         if problems is None:
             reason = skipped.get((resource.api_version, resource.kind))
             if reason is None:
-                report.findings.append(
-                    finding(
+                findings.append(
+                    _located(
+                        index,
                         resource,
                         "apiVersion",
                         f"no schema for {resource.api_version} {resource.kind}: add one under "
-                        "scripts/mlopsctl/schemas or list it in mlopsctl.yaml validate.skipSchemas",
+                        "scripts/mlopsctl/validate/schemas or list it in mlopsctl.yaml "
+                        "validate.skipSchemas",
                         "schema",
                     )
                 )
@@ -183,59 +255,66 @@ def validate(
                     report.skipped_schemas.append(note)
             continue
         for schema_problem in problems:
-            report.findings.append(
-                finding(resource, schema_problem.field, schema_problem.message, "schema")
+            findings.append(
+                _located(index, resource, schema_problem.field, schema_problem.message, "schema")
             )
         if upstream is not None and custom:
             for schema_problem in upstream.check(resource) or []:
-                report.findings.append(
-                    finding(
-                        resource, schema_problem.field, schema_problem.message, "upstream-schema"
+                findings.append(
+                    _located(
+                        index,
+                        resource,
+                        schema_problem.field,
+                        schema_problem.message,
+                        "upstream-schema",
                     )
                 )
+    return findings
+
+
+def _cross_root_findings(
+    repository: Path,
+    config: Config,
+    states: dict[str, RootState],
+    store: SchemaStore,
+    index: SourceIndex,
+) -> list[Finding]:
+    """Phase 5, across roots: Argo CD objects, the topology of registries and promoters, and the
+    order of sync waves."""
 
     def is_cluster_scoped(resource: Resource) -> bool:
         declared = store.is_cluster_scoped(resource.api_version, resource.kind)
-        return argocd.is_cluster_scoped_builtin(resource) if declared is None else declared
+        return argocd_checks.is_cluster_scoped_builtin(resource) if declared is None else declared
 
-    if all_roots:
-        for problem in itertools.chain(
-            argocd.check_argocd(
-                states,
-                config.repository_url,
-                config.environments,
-                lambda relative: (repository / relative).exists(),
-                is_cluster_scoped,
-            ),
-            topology.check_topology(states, config),
-            wave_order.check_wave_order(
-                states, config, lambda relative: _read_text(repository / relative)
-            ),
-        ):
-            if problem.resource is None:
-                report.findings.append(
-                    Finding(problem.file, "", problem.field, problem.message, problem.check)
-                )
-            else:
-                report.findings.append(
-                    finding(problem.resource, problem.field, problem.message, problem.check)
-                )
-
-    if all_roots and allow_network:
-        report.findings.extend(_chart_findings(repository, config, states, toolchain, index))
-    if kube is not None:
-        if prepare_server:
-            server_validation.prepare(kube, everything)
-        report.findings.extend(server_validation.server_findings(kube, everything, index))
-
-    report.findings = sorted(set(report.findings))
-    return report
+    findings = []
+    for problem in itertools.chain(
+        argocd_checks.check_argocd(
+            states,
+            config.repository_url,
+            config.environments,
+            lambda relative: (repository / relative).exists(),
+            is_cluster_scoped,
+        ),
+        topology.check_topology(states, config),
+        wave_order.check_wave_order(
+            states, config, lambda relative: _read_text(repository / relative)
+        ),
+    ):
+        if problem.resource is None:
+            findings.append(
+                Finding(problem.file, "", problem.field, problem.message, problem.check)
+            )
+        else:
+            findings.append(
+                _located(index, problem.resource, problem.field, problem.message, problem.check)
+            )
+    return findings
 
 
 def _chart_findings(
     repository: Path,
     config: Config,
-    states: dict[str, argocd.RootState],
+    states: dict[str, RootState],
     toolchain: Toolchain,
     index: SourceIndex,
 ) -> list[Finding]:
@@ -305,8 +384,8 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _root_state(result: RenderResult) -> argocd.RootState:
-    return argocd.RootState(
+def _root_state(result: RenderResult) -> RootState:
+    return RootState(
         error=result.error,
         resources=tuple(parse_render(result.root, result.output)) if result.output else (),
     )
