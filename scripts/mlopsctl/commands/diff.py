@@ -10,7 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-from mlopsctl import diff_report
 from mlopsctl.base import git, toolchain
 from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.base.registry import MlflowRegistry
@@ -20,7 +19,8 @@ from mlopsctl.commands.common import (
     workspace,
     write_atomically,
 )
-from mlopsctl.revision_diff import Revision, compare, default_base
+from mlopsctl.diff import report as diff_report
+from mlopsctl.diff.revisions import Revision, compare, default_base
 
 SMALLEST_COMMENT = 2_000
 

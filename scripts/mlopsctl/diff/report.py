@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlopsctl.base import model_review
-from mlopsctl.manifest_diff import ResourceDiff, RootDiff
+from mlopsctl.diff.manifests import ResourceDiff, RootDiff
 
 # GitHub refuses issue and pull-request comments longer than this many characters.
 GITHUB_COMMENT_LIMIT = 65_536

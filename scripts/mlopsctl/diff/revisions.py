@@ -24,14 +24,13 @@ from mlopsctl.base.kustomize import RenderResult
 from mlopsctl.base.registry import Registry
 from mlopsctl.base.resources import Resource, parse_render
 from mlopsctl.base.toolchain import Toolchain
-from mlopsctl.diff_report import DiffReport
-from mlopsctl.manifest_diff import (
+from mlopsctl.diff.ignore_differences import (
     IgnoreRule,
-    RootDiff,
     application_ignore_rules,
-    diff_resources,
     system_ignore_rules,
 )
+from mlopsctl.diff.manifests import RootDiff, diff_resources
+from mlopsctl.diff.report import DiffReport
 
 
 @dataclass(frozen=True)
