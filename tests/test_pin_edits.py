@@ -22,6 +22,7 @@ from mlopsctl.base.registry import ModelVersion
 from mlopsctl.promote.edits import ModelChange
 from mlopsctl.promote.flows import Landing, run_edits
 from mlopsctl.promote.plan import Plan
+from mlopsctl.validate.engine import edit_findings
 from tests.conftest import MINIMAL_CONFIG, TOOLS_DIR, write_tree
 from tests.platform_fixtures import Platform
 
@@ -208,7 +209,7 @@ def test_a_model_promotion_in_a_crlf_file_changes_the_version_bytes_only(platfor
         toolchain.resolve(TOOLS_DIR),
         str(platform.remote),
         lambda _clone, _config: Plan(edits=[change]),
-        Landing(log=lambda _line: None),
+        Landing(log=lambda _line: None, validator=edit_findings),
     )
     assert report.ok, [outcome.result for outcome in report.outcomes]
     edited = remote_bytes(platform, LOCAL_MODEL_SERVER)

@@ -28,7 +28,7 @@ from mlopsctl.base import git
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from mlopsctl.promoter_http import HttpLimits, ReadinessCache
+from mlopsctl.service.http import HttpLimits, ReadinessCache
 from tests.conftest import TOOLS_DIR
 from tests.loopback import QuietHandler, serving
 from tests.test_service import SECRET, metric_total, signed, wait_for

@@ -21,7 +21,7 @@ import pytest
 
 from mlopsctl.base.errors import RegistryError
 from mlopsctl.base.registry import MlflowRegistry
-from mlopsctl.webhooks import RELEVANT_EVENTS
+from mlopsctl.service.webhooks import RELEVANT_EVENTS
 from tests.loopback import QuietHandler, serving
 from tests.mlflow_fixtures import MlflowServer
 

@@ -25,7 +25,7 @@ from mlopsctl.base.kubeapi import FIELD_MANAGER, KubeApi
 from mlopsctl.base.resources import Resource
 from mlopsctl.bootstrap_plan import as_applied, crds_and_the_rest, served_kinds
 from mlopsctl.bootstrap_report import progress_lines, progress_of, unfinished
-from mlopsctl.live_status import ApplicationState
+from mlopsctl.promote.live_status import ApplicationState
 
 ARGOCD_NAMESPACE = "argocd"
 APPLICATIONS_PATH = f"/apis/argoproj.io/v1alpha1/namespaces/{ARGOCD_NAMESPACE}/applications"

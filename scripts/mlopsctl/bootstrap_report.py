@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlopsctl.base.resources import Resource
-from mlopsctl.live_status import ApplicationState
+from mlopsctl.promote.live_status import ApplicationState
 
 SYNCED = "Synced"
 HEALTHY = "Healthy"

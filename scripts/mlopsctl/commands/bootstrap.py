@@ -40,7 +40,7 @@ from mlopsctl.bootstrap_report import (
     timeout_message,
 )
 from mlopsctl.commands.common import Workspace, add_repository_argument, workspace
-from mlopsctl.live_status import ApplicationState
+from mlopsctl.promote.live_status import ApplicationState
 from mlopsctl.validate.charts import chart_sources
 
 DEFAULT_TIMEOUT_SECONDS = 600.0

@@ -16,6 +16,7 @@ from mlopsctl.base.github import PullRequests, repository_slug
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import default_tools_dir
 from mlopsctl.promote.flows import Landing
+from mlopsctl.validate.engine import edit_findings
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def landing(args: argparse.Namespace, remote: str) -> Landing:
         max_attempts=args.max_attempts,
         pull_requests=pull_requests_from_environment(remote),
         log=lambda line: print(line, file=sys.stderr),
+        validator=edit_findings,
     )
 
 

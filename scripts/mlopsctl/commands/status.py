@@ -30,9 +30,9 @@ from mlopsctl.commands.common import (
     registry,
     workspace,
 )
-from mlopsctl.live import live_rows, record_deployments
-from mlopsctl.live_cluster import EnvironmentReader
-from mlopsctl.status import StatusRow, short_names, status_rows
+from mlopsctl.promote.live import live_rows, record_deployments
+from mlopsctl.promote.live_cluster import EnvironmentReader
+from mlopsctl.promote.pin_status import StatusRow, short_names, status_rows
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

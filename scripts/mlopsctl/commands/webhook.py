@@ -7,7 +7,7 @@ import os
 
 from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.commands.common import add_registry_arguments, registry
-from mlopsctl.webhooks import RELEVANT_EVENTS
+from mlopsctl.service.webhooks import RELEVANT_EVENTS
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -20,7 +20,7 @@ from mlopsctl.base.registry import Registry
 from mlopsctl.base.toolchain import Toolchain
 from mlopsctl.promote.edits import ImageChange
 from mlopsctl.promote.gates import nothing_pinned
-from mlopsctl.promote.landing import Promoter, Report
+from mlopsctl.promote.landing import Promoter, Report, Validator
 from mlopsctl.promote.plan import Plan, plan_models
 
 # Plans edits on a clone, with the configuration read from that clone.
@@ -37,6 +37,8 @@ class Landing:
     log: Callable[[str], None] = print
     # How git authenticates to the remote (a token, an SSH key); none for a local path.
     credentials: git.Credentials = field(default=git.NO_CREDENTIALS, repr=False)
+    # How each edit is validated before it lands (validate's `edit_findings`, from the caller).
+    validator: Validator = field(kw_only=True)
 
 
 def run_edits(
@@ -74,6 +76,7 @@ def run_edits(
             landing.max_attempts,
             pull_requests=landing.pull_requests,
             log=landing.log,
+            validator=landing.validator,
         )
         return promoter.land(clone, dry_run=landing.dry_run)
 

@@ -32,7 +32,6 @@ from mlopsctl.promote.edits import (
     withdrawn_body,
 )
 from mlopsctl.promote.plan import Failure, Plan, Refusal, Settled
-from mlopsctl.validate.engine import validate
 
 
 class OutcomeKind(StrEnum):
@@ -91,6 +90,11 @@ class Report:
 # Plans the edits on a clone as it is now (called again after the branch moves on).
 Planner = Callable[[Path], Plan]
 
+# Checks an edited clone: (clone, its config, the roots the edit touches, the tools) -> one line
+# per finding, none when it validates. Handed in from above (validate's `edit_findings`), so that
+# promotion does not import the validation pipeline.
+Validator = Callable[[Path, Config, Sequence[str], Toolchain], list[str]]
+
 
 @dataclass
 class Promoter:
@@ -106,6 +110,7 @@ class Promoter:
     backoff_seconds: float = 0.2
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = print
+    validator: Validator = field(kw_only=True)
 
     def land(self, clone: Path, dry_run: bool = False) -> Report:
         """Plan on the clone, then land each environment's share of the plan."""
@@ -213,11 +218,7 @@ class Promoter:
         if not applied:
             return [], "", []
         roots = affected_roots(clone, [edit.file for edit in applied], self.config.render_exclude)
-        report = validate(clone, self.config, roots, self.toolchain, all_roots=False)
-        findings = [
-            f"{finding.file}: {finding.resource}: {finding.field}: {finding.message}"
-            for finding in report.findings
-        ]
+        findings = self.validator(clone, self.config, roots, self.toolchain)
         return applied, "".join(diffs), findings
 
     def _backoff(self, attempt: int) -> None:

@@ -128,6 +128,17 @@ def validate(
     return report
 
 
+def edit_findings(
+    clone: Path, config: Config, roots: Sequence[str], toolchain: Toolchain
+) -> list[str]:
+    """The findings of the roots an edit touches, one line each: promotion's validator."""
+    report = validate(clone, config, roots, toolchain, all_roots=False)
+    return [
+        f"{finding.file}: {finding.resource}: {finding.field}: {finding.message}"
+        for finding in report.findings
+    ]
+
+
 def _located(
     index: SourceIndex, resource: Resource, field_name: str, message: str, check: str
 ) -> Finding:

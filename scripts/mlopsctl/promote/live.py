@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from mlopsctl import deployment_tags
 from mlopsctl.base import git
 from mlopsctl.base.registry import MlflowRegistry
-from mlopsctl.live_cluster import EnvironmentReader
-from mlopsctl.live_status import ClusterView, LiveRow, live_row
-from mlopsctl.status import StatusRow
+from mlopsctl.promote import deployment_tags
+from mlopsctl.promote.live_cluster import EnvironmentReader
+from mlopsctl.promote.live_status import ClusterView, LiveRow, live_row
+from mlopsctl.promote.pin_status import StatusRow
 
 MODEL_SERVER = "model-server"
 

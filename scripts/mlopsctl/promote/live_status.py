@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlopsctl.status import StatusRow
+from mlopsctl.promote.pin_status import StatusRow
 
 IN_STEP = "in step"
 UNREACHABLE = "cluster unreachable"

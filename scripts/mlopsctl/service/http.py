@@ -29,11 +29,11 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
-from mlopsctl import webhooks
 from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.service import webhooks
 
 if TYPE_CHECKING:
-    from mlopsctl.service import Metrics, Reconciler, Settings
+    from mlopsctl.service.reconciler import Metrics, Reconciler, Settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

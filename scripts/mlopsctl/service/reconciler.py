@@ -22,18 +22,19 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mlopsctl import live, webhooks
 from mlopsctl.base import git, inventory
 from mlopsctl.base.config import CONFIG_FILENAME, Config, load_config
 from mlopsctl.base.errors import BranchMismatch, GitError, MlopsctlError, UnknownEnvironment
 from mlopsctl.base.kubeapi import KubeApi
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import Toolchain
-from mlopsctl.live_cluster import EnvironmentReader
-from mlopsctl.promote import flows
+from mlopsctl.promote import flows, live
 from mlopsctl.promote.landing import OutcomeKind, Report
-from mlopsctl.promoter_http import HttpLimits, HttpServer, PromoterApp, ReadinessCache
-from mlopsctl.status import status_rows
+from mlopsctl.promote.live_cluster import EnvironmentReader
+from mlopsctl.promote.pin_status import status_rows
+from mlopsctl.service import webhooks
+from mlopsctl.service.http import HttpLimits, HttpServer, PromoterApp, ReadinessCache
+from mlopsctl.validate.engine import edit_findings
 
 # The longest a pass's own work may take before /healthz calls the worker stuck: a clone, a
 # render per environment and 20 pushes with their back-off take well under a minute on a big
@@ -379,6 +380,7 @@ class Service:
             max_attempts=self.settings.max_attempts,
             log=self.settings.log,
             credentials=self.settings.credentials,
+            validator=edit_findings,
         )
         self.reconciler = Reconciler(self.settings, self.metrics, landing)
         settings = self.settings

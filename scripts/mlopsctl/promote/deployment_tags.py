@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mlopsctl.live_status import REFUSED, UNREACHABLE, LiveRow
+from mlopsctl.promote.live_status import REFUSED, UNREACHABLE, LiveRow
 
 
 def deployed_key(environment: str) -> str:

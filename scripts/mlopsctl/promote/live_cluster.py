@@ -14,7 +14,7 @@ from typing import Any
 
 from mlopsctl.base.errors import KubeApiError
 from mlopsctl.base.kubeapi import KubeApi
-from mlopsctl.live_status import ApplicationState, ClusterView, ServedState
+from mlopsctl.promote.live_status import ApplicationState, ClusterView, ServedState
 
 ARGOCD_NAMESPACE = "argocd"
 MODEL_URI_PREFIX = "models:/"
