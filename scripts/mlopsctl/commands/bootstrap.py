@@ -25,15 +25,15 @@ from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.base.hand_made_secrets import secret_object
 from mlopsctl.base.kustomize import kustomization_file, render_root, render_roots
 from mlopsctl.base.resources import Resource, parse_render
-from mlopsctl.bootstrap_cluster import (
+from mlopsctl.bootstrap.cluster import (
     Cluster,
     chosen_context,
     connect,
     kubeconfig_path,
     watch_applications,
 )
-from mlopsctl.bootstrap_plan import CONFIRM_FLAG, context_refusal, git_token_refusal, plan_secrets
-from mlopsctl.bootstrap_report import (
+from mlopsctl.bootstrap.plan import CONFIRM_FLAG, context_refusal, git_token_refusal, plan_secrets
+from mlopsctl.bootstrap.report import (
     ApplicationRender,
     access_lines,
     merged_values,

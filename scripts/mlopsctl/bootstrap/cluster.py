@@ -23,8 +23,8 @@ from mlopsctl.base.config import HandMadeSecret
 from mlopsctl.base.errors import KubeApiError
 from mlopsctl.base.kubeapi import FIELD_MANAGER, KubeApi
 from mlopsctl.base.resources import Resource
-from mlopsctl.bootstrap_plan import as_applied, crds_and_the_rest, served_kinds
-from mlopsctl.bootstrap_report import progress_lines, progress_of, unfinished
+from mlopsctl.bootstrap.plan import as_applied, crds_and_the_rest, served_kinds
+from mlopsctl.bootstrap.report import progress_lines, progress_of, unfinished
 from mlopsctl.promote.live_status import ApplicationState
 
 ARGOCD_NAMESPACE = "argocd"
