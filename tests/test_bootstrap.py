@@ -42,8 +42,8 @@ from mlopsctl.bootstrap.plan import (
     plan_secrets,
 )
 from mlopsctl.bootstrap.report import access_lines, merged_values, progress_lines, progress_of
+from mlopsctl.commands._workspace import Workspace
 from mlopsctl.commands.bootstrap import application_renders
-from mlopsctl.commands.common import Workspace
 from mlopsctl.validate.crds import crd
 from mlopsctl.validate.schemas.store import PROJECT_SCHEMA_DIR
 from tests import kube_apiserver

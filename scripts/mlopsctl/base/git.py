@@ -83,6 +83,15 @@ class Credentials:
 NO_CREDENTIALS = Credentials()
 
 
+def credentials_from_environment() -> Credentials:
+    """$MLOPSCTL_GIT_TOKEN and $MLOPSCTL_SSH_KEY_FILE: the credentials the command line takes,
+    the same the service takes by default (workflows pass their token this way)."""
+    return Credentials(
+        os.environ.get("MLOPSCTL_GIT_TOKEN") or None,
+        os.environ.get("MLOPSCTL_SSH_KEY_FILE") or None,
+    )
+
+
 def _ssh_options() -> str:
     return (
         f"-o ConnectTimeout={SSH_CONNECT_TIMEOUT_SECONDS}"

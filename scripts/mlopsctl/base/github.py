@@ -4,6 +4,7 @@ mlopsctl comment per pull request, updated in place."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.error
 import urllib.parse
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlopsctl.base.errors import GitHubError
+from mlopsctl.base.errors import GitHubError, MlopsctlError
 
 API_VERSION = "2022-11-28"
 _SLUG = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -159,3 +160,20 @@ class PullRequests:
             page += 1
         created = self._call("POST", f"/issues/{number}/comments", {"body": body})
         return str(created["html_url"])
+
+
+def pull_requests_from_environment(remote: str) -> PullRequests | None:
+    """GitHub pull requests when $GITHUB_TOKEN is set; None means: push the branch, print the rest.
+
+    $GITHUB_API_URL (GitHub Enterprise) and $GITHUB_REPOSITORY (owner/name, else read from a
+    github.com remote) complete it, as in GitHub Actions.
+    """
+    token = os.environ.get("GITHUB_TOKEN")
+    if not token:
+        return None
+    slug = repository_slug(remote, os.environ.get("GITHUB_REPOSITORY"))
+    if slug is None:
+        raise MlopsctlError(
+            f"GITHUB_TOKEN is set but {remote!r} is not a github.com remote: set GITHUB_REPOSITORY"
+        )
+    return PullRequests(os.environ.get("GITHUB_API_URL", "https://api.github.com"), slug, token)

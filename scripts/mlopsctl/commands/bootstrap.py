@@ -39,7 +39,7 @@ from mlopsctl.bootstrap.report import (
     merged_values,
     timeout_message,
 )
-from mlopsctl.commands.common import Workspace, add_repository_argument, workspace
+from mlopsctl.commands._workspace import Workspace, add_repository_argument, workspace
 from mlopsctl.promote.live_status import ApplicationState
 from mlopsctl.validate.charts import chart_sources
 

@@ -12,13 +12,10 @@ from pathlib import Path
 
 from mlopsctl.base import git, toolchain
 from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.github import pull_requests_from_environment
 from mlopsctl.base.registry import MlflowRegistry
-from mlopsctl.commands.common import (
-    add_repository_argument,
-    pull_requests_from_environment,
-    workspace,
-    write_atomically,
-)
+from mlopsctl.commands._output import write_atomically
+from mlopsctl.commands._workspace import add_repository_argument, workspace
 from mlopsctl.diff import report as diff_report
 from mlopsctl.diff.revisions import Revision, compare, default_base
 

@@ -20,7 +20,7 @@ from mlopsctl.base import git, toolchain
 from mlopsctl.base.errors import BranchMismatch, MlopsctlError, UnknownEnvironment
 from mlopsctl.base.kubeapi import IN_CLUSTER, KubeApi, in_cluster_kubeconfig
 from mlopsctl.base.registry import MlflowRegistry
-from mlopsctl.commands.common import positive_integer
+from mlopsctl.commands._arguments import positive_integer
 from mlopsctl.service import Service, Settings, branch_config, pass_allowance_seconds
 
 # How often the main thread wakes to run the handler of a signal another thread received.

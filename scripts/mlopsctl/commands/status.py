@@ -22,14 +22,9 @@ from mlopsctl.base import git, inventory
 from mlopsctl.base.errors import KubeApiError, MlopsctlError
 from mlopsctl.base.kubeapi import KubeApi
 from mlopsctl.base.registry import MlflowRegistry
-from mlopsctl.commands.common import (
-    add_registry_arguments,
-    add_repository_argument,
-    check_environment,
-    print_table,
-    registry,
-    workspace,
-)
+from mlopsctl.commands._arguments import add_registry_arguments, registry
+from mlopsctl.commands._output import print_table
+from mlopsctl.commands._workspace import add_repository_argument, check_environment, workspace
 from mlopsctl.promote.live import live_rows, record_deployments
 from mlopsctl.promote.live_cluster import EnvironmentReader
 from mlopsctl.promote.pin_status import StatusRow, short_names, status_rows

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.kubeapi import KubeApi
-from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
+from mlopsctl.commands._workspace import add_repository_argument, select_roots, workspace
 from mlopsctl.validate.engine import validate
 from mlopsctl.validate.findings import format_json, format_text
 from mlopsctl.validate.upstream import write_crd_schemas

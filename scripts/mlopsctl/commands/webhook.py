@@ -6,7 +6,7 @@ import argparse
 import os
 
 from mlopsctl.base.errors import MlopsctlError
-from mlopsctl.commands.common import add_registry_arguments, registry
+from mlopsctl.commands._arguments import add_registry_arguments, registry
 from mlopsctl.service.webhooks import RELEVANT_EVENTS
 
 
