@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.resources import parse_render
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.resources import parse_render
 from tests.conftest import REPOSITORY, TOOLS_DIR
 
 

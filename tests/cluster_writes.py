@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import server_validation
-from mlopsctl.kubeapi import KubeApi
+from mlopsctl.base.kubeapi import KubeApi
+from mlopsctl.validate import server_validation
 from tests.kube_apiserver import TestApiServer
 
 ENVIRONMENT = "local"

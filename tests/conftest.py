@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mlopsctl import registry
+from mlopsctl.base import registry
+from mlopsctl.base.toolchain import TOOLS_DIR_VARIABLE
 from mlopsctl.cli import main
-from mlopsctl.toolchain import TOOLS_DIR_VARIABLE
 
 pytest_plugins = [
     "tests.mlflow_fixtures",
@@ -40,7 +40,7 @@ def pinned_tools(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def mlflow_http_settings_of_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a fresh process would: none of MLflow's HTTP variables set and
-    nothing remembered by `mlopsctl.registry` of writing them; both come back after the test.
+    nothing remembered by `mlopsctl.base.registry` of writing them; both come back after the test.
 
     The registry sets these variables around each call and remembers what it wrote, so that it
     never takes its own value for the operator's. Carried from test to test, what one test's

@@ -29,22 +29,23 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from mlopsctl import bootstrap_cluster, toolchain
-from mlopsctl.bootstrap_plan import (
+from mlopsctl.base import toolchain
+from mlopsctl.base.config import HandMadeSecret, load_config
+from mlopsctl.base.hand_made_secrets import secret_object, value_of
+from mlopsctl.base.kubeapi import KubeApi
+from mlopsctl.base.resources import Resource
+from mlopsctl.bootstrap import cluster as bootstrap_cluster
+from mlopsctl.bootstrap.plan import (
     context_refusal,
     crds_and_the_rest,
     git_token_refusal,
     plan_secrets,
 )
-from mlopsctl.bootstrap_report import access_lines, merged_values, progress_lines, progress_of
+from mlopsctl.bootstrap.report import access_lines, merged_values, progress_lines, progress_of
+from mlopsctl.commands._workspace import Workspace
 from mlopsctl.commands.bootstrap import application_renders
-from mlopsctl.commands.common import Workspace
-from mlopsctl.config import HandMadeSecret, load_config
-from mlopsctl.crds import crd
-from mlopsctl.hand_made_secrets import secret_object, value_of
-from mlopsctl.kubeapi import KubeApi
-from mlopsctl.resources import Resource
-from mlopsctl.schemas import PROJECT_SCHEMA_DIR
+from mlopsctl.validate.crds import crd
+from mlopsctl.validate.schemas.store import PROJECT_SCHEMA_DIR
 from tests import kube_apiserver
 from tests.conftest import TOOLS_DIR, CliResult
 from tests.kube_apiserver import TestApiServer

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl.config import load_config
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base.config import load_config
+from mlopsctl.base.errors import MlopsctlError
 from tests.conftest import MINIMAL_CONFIG, REPOSITORY
 
 

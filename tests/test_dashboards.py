@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.resources import parse_render
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.resources import parse_render
 from tests.chart_values import chart_values
 from tests.conftest import REPOSITORY, TOOLS_DIR
 from tests.dashboards import DASHBOARD_FILES, load, panels, queries

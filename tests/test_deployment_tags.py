@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mlopsctl.deployment_tags import TagChange, plan
-from mlopsctl.live_status import IN_STEP, REFUSED, ROLLING_OUT, UNREACHABLE, LiveRow
+from mlopsctl.promote.deployment_tags import TagChange, plan
+from mlopsctl.promote.live_status import IN_STEP, REFUSED, ROLLING_OUT, UNREACHABLE, LiveRow
 
 NOW = "2026-12-02T12:00:00+00:00"
 EARLIER = "2026-11-30T08:00:00+00:00"

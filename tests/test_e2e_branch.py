@@ -7,10 +7,10 @@ from pathlib import Path
 import yaml
 
 from e2e_branch import main
-from mlopsctl import kustomize
-from mlopsctl.config import load_config
-from mlopsctl.resources import parse_render
-from mlopsctl.toolchain import resolve
+from mlopsctl.base import kustomize
+from mlopsctl.base.config import load_config
+from mlopsctl.base.resources import parse_render
+from mlopsctl.base.toolchain import resolve
 from tests.conftest import TOOLS_DIR
 
 REMOTE = "https://github.com/someone/their-fork.git"

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import gitops, service
-from mlopsctl.errors import MlopsctlError
+from mlopsctl import service
+from mlopsctl.base import git
+from mlopsctl.base.errors import GitError, GitTimeout, MlopsctlError
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.base.toolchain import resolve
 from mlopsctl.localrun import certificates
 from mlopsctl.localrun.githost import GitHost
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.toolchain import resolve
 from tests.conftest import TOOLS_DIR
 
 # The deadline the tests configure, and the bound that only proves "does not hang forever".
@@ -160,20 +161,20 @@ def repository_with_origin(directory: Path, origin: str) -> Path:
 
 
 OPERATIONS: dict[str, Callable[[str, Path], Any]] = {
-    "clone": lambda url, scratch: gitops.clone(
+    "clone": lambda url, scratch: git.clone(
         url, "main", scratch / "clone", timeout_seconds=DEADLINE_SECONDS
     ),
-    "push": lambda url, scratch: gitops.push(
+    "push": lambda url, scratch: git.push(
         repository_with_origin(scratch / "repository", url),
         "HEAD:refs/heads/main",
         timeout_seconds=DEADLINE_SECONDS,
     ),
-    "fetch": lambda url, scratch: gitops.reset_to_remote(
+    "fetch": lambda url, scratch: git.reset_to_remote(
         repository_with_origin(scratch / "repository", url),
         "main",
         timeout_seconds=DEADLINE_SECONDS,
     ),
-    "ls-remote": lambda url, _scratch: gitops.git_at(
+    "ls-remote": lambda url, _scratch: git.git_at(
         "ls-remote", "--heads", url, "main", timeout_seconds=DEADLINE_SECONDS
     ),
 }
@@ -187,7 +188,7 @@ def test_git_against_a_hung_remote_fails_in_time_and_leaves_no_process(
     error, elapsed = raised_within(
         UPPER_BOUND_SECONDS, lambda: OPERATIONS[operation](url, tmp_path)
     )
-    assert isinstance(error, gitops.GitError), error
+    assert isinstance(error, GitError), error
     message = str(error)
     assert f"git {operation} " in message and f"timed out after {DEADLINE_SECONDS} s" in message
     assert f"http://***@127.0.0.1:{hung_remote.port}/repo.git" in message
@@ -211,51 +212,50 @@ def test_a_timeout_of_git_at_is_still_the_timeout_its_callers_catch(
     # service.ready catches subprocess.TimeoutExpired from git_at and reports "timed out".
     error, _elapsed = raised_within(
         UPPER_BOUND_SECONDS,
-        lambda: gitops.git_at("ls-remote", hung_remote.url(), timeout_seconds=DEADLINE_SECONDS),
+        lambda: git.git_at("ls-remote", hung_remote.url(), timeout_seconds=DEADLINE_SECONDS),
     )
-    assert isinstance(error, subprocess.TimeoutExpired) and isinstance(error, gitops.GitTimeout)
+    assert isinstance(error, subprocess.TimeoutExpired) and isinstance(error, GitTimeout)
     assert error.timeout == DEADLINE_SECONDS
 
 
 def test_the_environment_variable_sets_the_deadline_of_network_commands(
     hung_remote: HungRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(gitops.TIMEOUT_VARIABLE, "1.5")
+    monkeypatch.setenv(git.TIMEOUT_VARIABLE, "1.5")
     error, _elapsed = raised_within(
-        UPPER_BOUND_SECONDS, lambda: gitops.clone(hung_remote.url(), "main", tmp_path / "clone")
+        UPPER_BOUND_SECONDS, lambda: git.clone(hung_remote.url(), "main", tmp_path / "clone")
     )
-    assert isinstance(error, gitops.GitTimeout), error
+    assert isinstance(error, GitTimeout), error
     assert "git clone " in str(error) and "timed out after 1.5 s" in str(error)
-    assert gitops.TIMEOUT_VARIABLE in str(error)  # where to make it longer
+    assert git.TIMEOUT_VARIABLE in str(error)  # where to make it longer
     assert_nothing_left(hung_remote)
 
 
 def test_without_the_variable_network_commands_get_the_module_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(gitops.TIMEOUT_VARIABLE, raising=False)
-    assert gitops.network_timeout_seconds() == gitops.NETWORK_TIMEOUT_SECONDS == 120
-    monkeypatch.setenv(gitops.TIMEOUT_VARIABLE, " ")
-    assert gitops.network_timeout_seconds() == 120
+    monkeypatch.delenv(git.TIMEOUT_VARIABLE, raising=False)
+    assert git.network_timeout_seconds() == git.NETWORK_TIMEOUT_SECONDS == 120
+    monkeypatch.setenv(git.TIMEOUT_VARIABLE, " ")
+    assert git.network_timeout_seconds() == 120
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf", "1e999"])
 def test_a_bad_timeout_is_refused_with_a_clear_message(
     value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(gitops.TIMEOUT_VARIABLE, value)
+    monkeypatch.setenv(git.TIMEOUT_VARIABLE, value)
     with pytest.raises(MlopsctlError) as refused:
-        gitops.clone(str(tmp_path / "never-read.git"), "main", tmp_path / "clone")
+        git.clone(str(tmp_path / "never-read.git"), "main", tmp_path / "clone")
     assert str(refused.value) == (
-        f"{gitops.TIMEOUT_VARIABLE}={value!r} is not a git timeout: "
-        "give a positive number of seconds"
+        f"{git.TIMEOUT_VARIABLE}={value!r} is not a git timeout: give a positive number of seconds"
     )
     assert not (tmp_path / "clone").exists()  # refused before git ran
 
 
 def test_a_bad_timeout_given_to_a_call_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MlopsctlError, match="timeout_seconds=0 is not a git timeout"):
-        gitops.git(tmp_path, "--version", timeout_seconds=0)
+        git.git(tmp_path, "--version", timeout_seconds=0)
 
 
 def test_local_commands_are_bounded_too_and_their_children_stopped(
@@ -264,12 +264,12 @@ def test_local_commands_are_bounded_too_and_their_children_stopped(
     # A shell alias stands in for a stuck hook: git starts a child that never ends.
     # Finite, so that even a sleep left behind (the failure shown) ends in the end.
     marker = f"{UPPER_BOUND_SECONDS * 2}.{time.time_ns() % 10**9}"
-    monkeypatch.setattr(gitops, "LOCAL_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(git, "LOCAL_TIMEOUT_SECONDS", 1.0)
     error, _elapsed = raised_within(
         UPPER_BOUND_SECONDS,
-        lambda: gitops.git(tmp_path, "-c", f"alias.stuck=!sleep {marker}", "stuck"),
+        lambda: git.git(tmp_path, "-c", f"alias.stuck=!sleep {marker}", "stuck"),
     )
-    assert isinstance(error, gitops.GitTimeout), error
+    assert isinstance(error, GitTimeout), error
     assert str(error) == "git stuck timed out after 1 s and was stopped"
     assert live_processes_mentioning(f"sleep {marker}") == []
     assert live_git_children() == []
@@ -277,7 +277,7 @@ def test_local_commands_are_bounded_too_and_their_children_stopped(
 
 def test_the_http_low_speed_limits_reach_git(tmp_path: Path) -> None:
     repository = repository_with_origin(tmp_path / "repository", "http://127.0.0.1:9/repo.git")
-    setting = functools.partial(gitops.git, repository, "config", "--get")
+    setting = functools.partial(git.git, repository, "config", "--get")
     assert setting("http.lowSpeedLimit").stdout.strip() == "1000"
     assert setting("http.lowSpeedTime").stdout.strip() == "30"
 
@@ -285,12 +285,12 @@ def test_the_http_low_speed_limits_reach_git(tmp_path: Path) -> None:
 def test_a_stalled_http_transfer_fails_on_its_own_before_the_deadline(
     hung_remote: HungRemote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gitops, "LOW_SPEED_TIME_SECONDS", 1)
+    monkeypatch.setattr(git, "LOW_SPEED_TIME_SECONDS", 1)
     outcome: list[subprocess.CompletedProcess[str]] = []
     error, _elapsed = raised_within(
         UPPER_BOUND_SECONDS,
         lambda: outcome.append(
-            gitops.git_at("ls-remote", hung_remote.url(), timeout_seconds=UPPER_BOUND_SECONDS)
+            git.git_at("ls-remote", hung_remote.url(), timeout_seconds=UPPER_BOUND_SECONDS)
         ),
     )
     assert error is None, error  # git gave up by itself: the deadline was not needed
@@ -307,16 +307,16 @@ def test_settings_of_the_environment_and_the_token_merge_with_the_limits(
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", "45")
     monkeypatch.setenv("GIT_CONFIG_KEY_1", "http.extraHeader")
     monkeypatch.setenv("GIT_CONFIG_VALUE_1", "X-Operator: yes")
-    credentials = gitops.Credentials(token="a-token")
+    credentials = git.Credentials(token="a-token")
     repository = repository_with_origin(tmp_path / "repository", "http://127.0.0.1:9/repo.git")
-    listed = gitops.git(
+    listed = git.git(
         repository, "config", "--get-all", "http.extraHeader", credentials=credentials
     ).stdout
     assert listed.splitlines() == [
         "X-Operator: yes",
         "Authorization: Basic eC1hY2Nlc3MtdG9rZW46YS10b2tlbg==",
     ]
-    setting = functools.partial(gitops.git, repository, "config", "--get")
+    setting = functools.partial(git.git, repository, "config", "--get")
     assert setting("http.lowSpeedTime").stdout.strip() == "45"  # the operator's wins
     assert setting("http.lowSpeedLimit").stdout.strip() == "1000"
     assert os.environ["GIT_CONFIG_COUNT"] == "2"  # the process's own environment is untouched
@@ -329,7 +329,7 @@ def test_an_incoherent_inherited_git_config_list_is_refused(
     monkeypatch.setenv("GIT_CONFIG_KEY_0", "http.lowSpeedTime")
     monkeypatch.delenv("GIT_CONFIG_KEY_1", raising=False)
     with pytest.raises(MlopsctlError, match="GIT_CONFIG_COUNT is 2 but GIT_CONFIG_KEY_1"):
-        gitops.git_at("--version")
+        git.git_at("--version")
 
 
 def test_a_token_still_authenticates_to_a_real_host_alongside_the_limits(
@@ -354,12 +354,12 @@ def test_a_token_still_authenticates_to_a_real_host_alongside_the_limits(
         log.append,
     ) as host:
         url = f"https://127.0.0.1:{host.address[1]}/org/platform.git"
-        remote = gitops.Remote(url, gitops.Credentials(token="tok-1"))
+        remote = git.Remote(url, git.Credentials(token="tok-1"))
         clone = remote.clone("main", tmp_path / "clone")
-        assert gitops.git(clone, "config", "--get", "http.lowSpeedLimit").stdout.strip() == "1000"
+        assert git.git(clone, "config", "--get", "http.lowSpeedLimit").stdout.strip() == "1000"
         (clone / "pin.yaml").write_text("version: 2\n")
-        author = gitops.Author("Test", "test@example.test")
-        commit = gitops.commit(clone, ["pin.yaml"], "two", "", [], author)
+        author = git.Author("Test", "test@example.test")
+        commit = git.commit(clone, ["pin.yaml"], "two", "", [], author)
         assert remote.push(clone, "HEAD:refs/heads/main")
         landed = subprocess.run(
             ["git", "--git-dir", str(bare), "rev-parse", "main"], capture_output=True, text=True
@@ -367,9 +367,9 @@ def test_a_token_still_authenticates_to_a_real_host_alongside_the_limits(
         assert landed.stdout.strip() == commit
         # The header is what authenticated: without it the same push is refused.
         (clone / "pin.yaml").write_text("version: 3\n")
-        gitops.commit(clone, ["pin.yaml"], "three", "", [], author)
-        with pytest.raises(gitops.GitError):
-            gitops.push(clone, "HEAD:refs/heads/main")
+        git.commit(clone, ["pin.yaml"], "three", "", [], author)
+        with pytest.raises(GitError):
+            git.push(clone, "HEAD:refs/heads/main")
 
 
 def test_the_ssh_command_carries_the_limits_with_and_without_a_key(
@@ -379,8 +379,8 @@ def test_the_ssh_command_carries_the_limits_with_and_without_a_key(
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
     limits = "-o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
-    assert gitops._environment()["GIT_SSH_COMMAND"] == f"ssh {limits}"
-    keyed = gitops._environment(credentials=gitops.Credentials(ssh_key_file=str(tmp_path / "key")))[
+    assert git._environment()["GIT_SSH_COMMAND"] == f"ssh {limits}"
+    keyed = git._environment(credentials=git.Credentials(ssh_key_file=str(tmp_path / "key")))[
         "GIT_SSH_COMMAND"
     ]
     assert keyed.startswith(f"ssh -i {tmp_path / 'key'} ") and keyed.endswith(limits)
@@ -392,13 +392,13 @@ def test_an_ssh_command_the_operator_chose_is_left_as_it_is(
 ) -> None:
     monkeypatch.delenv("GIT_SSH", raising=False)
     monkeypatch.setenv("GIT_SSH_COMMAND", "my-ssh-wrapper")
-    assert gitops._environment()["GIT_SSH_COMMAND"] == "my-ssh-wrapper"
+    assert git._environment()["GIT_SSH_COMMAND"] == "my-ssh-wrapper"
     monkeypatch.delenv("GIT_SSH_COMMAND")
     configured = tmp_path / "gitconfig"
     configured.write_text("[core]\n\tsshCommand = ssh -i /keys/work\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(configured))
-    assert "GIT_SSH_COMMAND" not in gitops._environment()
-    assert "GIT_SSH_COMMAND" not in gitops._environment(network=False)
+    assert "GIT_SSH_COMMAND" not in git._environment()
+    assert "GIT_SSH_COMMAND" not in git._environment(network=False)
 
 
 def test_a_silent_ssh_server_fails_on_its_own_before_the_deadline(
@@ -407,14 +407,12 @@ def test_a_silent_ssh_server_fails_on_its_own_before_the_deadline(
     for variable in ("GIT_SSH_COMMAND", "GIT_SSH"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setattr(gitops, "SSH_CONNECT_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr(git, "SSH_CONNECT_TIMEOUT_SECONDS", 1)
     outcome: list[subprocess.CompletedProcess[str]] = []
     url = f"ssh://git@127.0.0.1:{hung_remote.port}/repo.git"
     error, _elapsed = raised_within(
         UPPER_BOUND_SECONDS,
-        lambda: outcome.append(
-            gitops.git_at("ls-remote", url, timeout_seconds=UPPER_BOUND_SECONDS)
-        ),
+        lambda: outcome.append(git.git_at("ls-remote", url, timeout_seconds=UPPER_BOUND_SECONDS)),
     )
     assert error is None, error  # ssh gave up by itself: the deadline was not needed
     assert outcome[0].returncode != 0
@@ -424,7 +422,7 @@ def test_a_silent_ssh_server_fails_on_its_own_before_the_deadline(
 def test_the_promoter_reports_a_timed_out_pass_retries_it_and_stops_in_time(
     hung_remote: HungRemote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(gitops.TIMEOUT_VARIABLE, str(DEADLINE_SECONDS))
+    monkeypatch.setenv(git.TIMEOUT_VARIABLE, str(DEADLINE_SECONDS))
     log: list[str] = []
     settings = service.Settings(
         remote=hung_remote.url(),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from mlopsctl import gitops
+from mlopsctl.base import git as gitops
 
 
 def git(directory: Path, *arguments: str) -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlopsctl import toolchain
-from mlopsctl.schemas import kubeconform_problems, kubeconform_schema_dir
+from mlopsctl.base import toolchain
+from mlopsctl.validate.schemas.store import kubeconform_problems, kubeconform_schema_dir
 from tests.conftest import TOOLS_DIR
 from tests.test_validate_policies import good_deployment, write_fixture
 

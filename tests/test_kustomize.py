@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.config import load_config
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.config import load_config
 from tests.conftest import MINIMAL_CONFIG, REPOSITORY, TOOLS_DIR, write_tree
 
 CONFIGMAP = """\

@@ -8,16 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlopsctl import diff_report, model_review
-from mlopsctl.manifest_diff import (
-    IgnoreRule,
-    ResourceDiff,
-    RootDiff,
-    diff_resources,
-    mask_secrets,
-    parse_jq_path,
-)
-from mlopsctl.resources import Resource
+from mlopsctl.base import model_review
+from mlopsctl.base.resources import Resource
+from mlopsctl.diff import report as diff_report
+from mlopsctl.diff.ignore_differences import IgnoreRule, parse_jq_path
+from mlopsctl.diff.manifests import ResourceDiff, RootDiff, diff_resources
+from mlopsctl.diff.secrets import mask_secrets
 
 WEBHOOKS = {
     "apiVersion": "admissionregistration.k8s.io/v1",

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.config import load_config
-from mlopsctl.resources import Resource, parse_render
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.config import load_config
+from mlopsctl.base.resources import Resource, parse_render
 from tests.conftest import REPOSITORY, TOOLS_DIR
 
 ENVIRONMENTS = ("local", "staging", "production")

@@ -14,13 +14,15 @@ from typing import Any
 import pytest
 import yaml
 
-from mlopsctl import toolchain
-from mlopsctl.kustomize import render_root
-from mlopsctl.pins import PinError, find_pins, set_image, set_model_version
+from mlopsctl.base import toolchain
+from mlopsctl.base.errors import PinError
+from mlopsctl.base.kustomize import render_root
+from mlopsctl.base.markers import find_pins, set_image, set_model_version
+from mlopsctl.base.registry import ModelVersion
 from mlopsctl.promote.edits import ModelChange
 from mlopsctl.promote.flows import Landing, run_edits
 from mlopsctl.promote.plan import Plan
-from mlopsctl.registry import ModelVersion
+from mlopsctl.validate.engine import edit_findings
 from tests.conftest import MINIMAL_CONFIG, TOOLS_DIR, write_tree
 from tests.platform_fixtures import Platform
 
@@ -207,7 +209,7 @@ def test_a_model_promotion_in_a_crlf_file_changes_the_version_bytes_only(platfor
         toolchain.resolve(TOOLS_DIR),
         str(platform.remote),
         lambda _clone, _config: Plan(edits=[change]),
-        Landing(log=lambda _line: None),
+        Landing(log=lambda _line: None, validator=edit_findings),
     )
     assert report.ok, [outcome.result for outcome in report.outcomes]
     edited = remote_bytes(platform, LOCAL_MODEL_SERVER)

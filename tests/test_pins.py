@@ -7,7 +7,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlopsctl.pins import PinError, find_pins, reads_back_as_string, set_image, set_model_version
+from mlopsctl.base.errors import PinError
+from mlopsctl.base.markers import find_pins, reads_back_as_string, set_image, set_model_version
 from tests.conftest import REPOSITORY
 
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from mlopsctl.config import load_config
+from mlopsctl.base.config import load_config
+from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.promote.gates import refusals, uncompared
-from mlopsctl.registry import MlflowRegistry
 from tests.conftest import REPOSITORY
 from tests.mlflow_fixtures import MlflowServer
 from tests.platform_fixtures import Platform, git
@@ -450,10 +450,10 @@ def test_a_wrong_github_token_fails_clearly(cli, platform, mlflow_server, github
 
 
 def test_a_branch_that_keeps_moving_is_given_up_clearly(cli, platform, mlflow_server, monkeypatch):
-    from mlopsctl import gitops
+    from mlopsctl.base import git
 
     # Every push is rejected as if another promoter always got there first.
-    monkeypatch.setattr(gitops, "push", lambda *_args, **_kwargs: False)
+    monkeypatch.setattr(git, "push", lambda *_args, **_kwargs: False)
     mlflow_server.register(platform.model, {"accuracy": 0.9})
     mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
     before = platform.log()

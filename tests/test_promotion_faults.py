@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import inventory, toolchain
-from mlopsctl.config import load_config
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base import inventory, toolchain
+from mlopsctl.base.config import load_config
+from mlopsctl.base.errors import MlopsctlError, RegistryError
+from mlopsctl.base.registry import MlflowRegistry, ModelVersion
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
-from mlopsctl.registry import MlflowRegistry, ModelVersion, RegistryError
+from mlopsctl.validate.engine import edit_findings
 from tests.conftest import TOOLS_DIR
 from tests.github_standin import REPOSITORY, TOKEN, GitHubStandIn
 from tests.mlflow_fixtures import MlflowServer
@@ -71,7 +72,7 @@ def promote_in_process(
         registry,
         toolchain.resolve(TOOLS_DIR),
         str(platform.remote),
-        flows.Landing(log=lambda _line: None, **landing),
+        flows.Landing(log=lambda _line: None, validator=edit_findings, **landing),
         environment=environment,
     )
 
@@ -207,7 +208,7 @@ def test_a_model_name_git_refuses_as_a_branch_fails_alone(
 
 @pytest.fixture
 def pull_requests(github: GitHubStandIn) -> Any:
-    from mlopsctl.github import PullRequests
+    from mlopsctl.base.github import PullRequests
 
     return PullRequests(github.url, REPOSITORY, TOKEN)
 
@@ -287,7 +288,7 @@ def test_a_planner_error_is_not_swallowed(platform: Platform, mlflow_server: Mlf
             MlflowRegistry(mlflow_server.url),
             toolchain.resolve(TOOLS_DIR),
             str(platform.remote),
-            flows.Landing(log=lambda _line: None),
+            flows.Landing(log=lambda _line: None, validator=edit_findings),
             model="no-such-model",
         )
 
@@ -363,7 +364,7 @@ def test_a_later_environment_is_planned_again_when_the_branch_moved_under_an_ear
         registry,
         toolchain.resolve(TOOLS_DIR),
         str(platform.remote),
-        flows.Landing(log=lambda _line: None),
+        flows.Landing(log=lambda _line: None, validator=edit_findings),
         environments=["local", "staging"],
     )
 

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.resources import Resource, parse_render
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.resources import Resource, parse_render
 from tests.chart_values import chart_values
 from tests.conftest import REPOSITORY, TOOLS_DIR
 from tests.mlflow_fixtures import start_server, stop_server

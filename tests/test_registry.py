@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlopsctl.registry import MlflowRegistry, RegistryError
+from mlopsctl.base.errors import RegistryError
+from mlopsctl.base.registry import MlflowRegistry
 from tests.loopback import QuietHandler, serving
 
 

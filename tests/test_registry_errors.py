@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mlopsctl.registry import MlflowRegistry, ModelVersion, RegistryError
+from mlopsctl.base.errors import RegistryError
+from mlopsctl.base.registry import MlflowRegistry, ModelVersion
 from tests.loopback import QuietHandler, serving
 from tests.mlflow_fixtures import MlflowServer
 

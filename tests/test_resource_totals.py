@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlopsctl import kustomize, toolchain
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun.workloads import cpu_millis, memory_bytes
-from mlopsctl.resources import parse_render
 from tests.chart_values import CHART_WORKLOADS, at, chart_values
 from tests.conftest import REPOSITORY, TOOLS_DIR
 

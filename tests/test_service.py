@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl import webhooks
+from mlopsctl.service import webhooks
 from tests.cluster_writes import deploy
 from tests.mlflow_fixtures import MlflowServer, free_port, start_server, stop_server
 from tests.platform_fixtures import Platform, git

@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 
 import mlopsctl
-from mlopsctl import gitops, service, webhooks
-from mlopsctl.github import PullRequests
+from mlopsctl import service
+from mlopsctl.base import git
+from mlopsctl.base.github import PullRequests
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.toolchain import resolve
+from mlopsctl.service import webhooks
+from mlopsctl.validate.engine import edit_findings
 from tests import test_service
 from tests.conftest import TOOLS_DIR
 from tests.github_standin import REPOSITORY as GITHUB_REPOSITORY
@@ -359,9 +362,9 @@ def test_the_github_token_is_not_in_the_repr_yet_authorises_requests(github: Git
 
 
 def test_the_git_token_is_not_in_any_repr_yet_is_what_git_sends():
-    credentials = gitops.Credentials(token="git-secret-value", ssh_key_file="/keys/id")
-    remote = gitops.Remote("https://git.example.test/platform.git", credentials)
-    landing = flows.Landing(credentials=credentials)
+    credentials = git.Credentials(token="git-secret-value", ssh_key_file="/keys/id")
+    remote = git.Remote("https://git.example.test/platform.git", credentials)
+    landing = flows.Landing(credentials=credentials, validator=edit_findings)
     for shown in (credentials, remote, landing):
         assert "git-secret-value" not in repr(shown)
         assert "git-secret-value" not in str(shown)

@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import gitops, service
+from mlopsctl import service
+from mlopsctl.base import git
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from mlopsctl.promoter_http import HttpLimits, ReadinessCache
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.toolchain import resolve
+from mlopsctl.service.http import HttpLimits, ReadinessCache
 from tests.conftest import TOOLS_DIR
 from tests.loopback import QuietHandler, serving
 from tests.test_service import SECRET, metric_total, signed, wait_for
@@ -213,7 +214,7 @@ def counted_readiness(
     subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True)
     counts = {"ls-remote": 0, "ls-remote at once": 0, "most at once": 0, "health": 0}
     lock = threading.Lock()
-    real_git_at = gitops.git_at
+    real_git_at = git.git_at
 
     def counting_git_at(*arguments: str, **keywords: Any) -> subprocess.CompletedProcess[str]:
         if arguments[:1] != ("ls-remote",):
@@ -229,7 +230,7 @@ def counted_readiness(
             with lock:
                 counts["ls-remote at once"] -= 1
 
-    monkeypatch.setattr(gitops, "git_at", counting_git_at)
+    monkeypatch.setattr(git, "git_at", counting_git_at)
 
     class Health(QuietHandler):
         def do_GET(self) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl import gitops, service
+from mlopsctl import service
+from mlopsctl.base import git
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.toolchain import resolve
 from tests.conftest import TOOLS_DIR
 from tests.loopback import QuietHandler, serving
 
@@ -61,15 +62,15 @@ def recording_git_server() -> Iterator[tuple[str, list[str]]]:
 
 def test_a_token_reaches_the_git_server_as_a_header_not_in_the_url(recording_git_server):
     url, seen = recording_git_server
-    credentials = gitops.Credentials(token="s3cr3t-token")
-    completed = gitops.git_at("ls-remote", url, timeout_seconds=20, credentials=credentials)
+    credentials = git.Credentials(token="s3cr3t-token")
+    completed = git.git_at("ls-remote", url, timeout_seconds=20, credentials=credentials)
     assert completed.returncode != 0  # the stand-in refuses; what matters is what it was sent
     expected = "Basic " + base64.b64encode(b"x-access-token:s3cr3t-token").decode()
     assert expected in seen
     assert "s3cr3t-token" not in completed.stderr
     assert "s3cr3t-token" not in repr(credentials)
     # Carried by the call, not left behind: the next command without them sends no header.
-    gitops.git_at("ls-remote", url, timeout_seconds=20)
+    git.git_at("ls-remote", url, timeout_seconds=20)
     assert seen[-1] == ""
 
 
@@ -88,10 +89,10 @@ def test_the_cli_takes_the_token_from_the_environment_as_the_service_does(
 
 def test_an_ssh_key_file_is_used_without_prompts(tmp_path: Path):
     key = tmp_path / "key with space"
-    credentials = gitops.Credentials(
+    credentials = git.Credentials(
         ssh_key_file=str(key), known_hosts_file=str(tmp_path / "known_hosts")
     )
-    command = gitops._environment(credentials=credentials)["GIT_SSH_COMMAND"]
+    command = git._environment(credentials=credentials)["GIT_SSH_COMMAND"]
     assert f"-i '{key}'" in command
     assert "BatchMode=yes" in command and "StrictHostKeyChecking=yes" in command
-    assert f"-i '{key}'" not in gitops._environment().get("GIT_SSH_COMMAND", "")
+    assert f"-i '{key}'" not in git._environment().get("GIT_SSH_COMMAND", "")

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from mlopsctl import service
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.toolchain import resolve
 from tests.conftest import TOOLS_DIR
 from tests.mlflow_fixtures import MlflowServer, free_port
 from tests.platform_fixtures import Platform, git

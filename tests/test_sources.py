@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlopsctl.resources import Resource
-from mlopsctl.sources import SourceIndex
+from mlopsctl.base.resources import Resource
+from mlopsctl.validate.sources import SourceIndex
 from tests.conftest import write_tree
 
 

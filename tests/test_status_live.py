@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.kubeapi import KubeApiError, in_cluster_kubeconfig
-from mlopsctl.resources import parse_render
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.errors import KubeApiError
+from mlopsctl.base.kubeapi import in_cluster_kubeconfig
+from mlopsctl.base.resources import parse_render
 from tests.cluster_writes import ENVIRONMENT, apply, deploy
 from tests.conftest import REPOSITORY, TOOLS_DIR
 from tests.kube_apiserver import TestApiServer

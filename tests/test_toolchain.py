@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl import toolchain
-from mlopsctl.toolchain import WHEEL_FILENAME, ToolchainError
+from mlopsctl.base import toolchain
+from mlopsctl.base.errors import ToolchainError
+from mlopsctl.base.toolchain import WHEEL_FILENAME
 from tests.conftest import TOOLS_DIR
 
 CACHED_WHEEL = TOOLS_DIR / "cache" / WHEEL_FILENAME

@@ -7,10 +7,16 @@ from typing import Any
 
 import pytest
 
-from mlopsctl.argocd import RootState
-from mlopsctl.config import Registry, load_config
-from mlopsctl.resources import Resource
-from mlopsctl.topology import CHECK, canonical_url, check_topology, clusters_of_roots, talks_to
+from mlopsctl.base.config import Registry, load_config
+from mlopsctl.base.resources import Resource
+from mlopsctl.validate.findings import RootState
+from mlopsctl.validate.topology import (
+    CHECK,
+    canonical_url,
+    check_topology,
+    clusters_of_roots,
+    talks_to,
+)
 from tests.conftest import REPOSITORY, drop_application, edit_yaml
 
 PROMOTER = "Deployment/ml-platform/promoter"

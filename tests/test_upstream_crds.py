@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl.upstream import strict
+from mlopsctl.validate.upstream import strict
 from tests.conftest import MINIMAL_CONFIG, write_tree
 from tests.loopback import serving
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import toolchain
+from mlopsctl.base import toolchain
 from tests.conftest import TOOLS_DIR, write_tree
 from tests.loopback import serving
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from mlopsctl.argocd import RootState
-from mlopsctl.config import load_config
-from mlopsctl.resources import parse_render
-from mlopsctl.wave_order import check_wave_order
+from mlopsctl.base.config import load_config
+from mlopsctl.base.resources import parse_render
+from mlopsctl.validate.findings import RootState
+from mlopsctl.validate.wave_order import check_wave_order
 from tests.conftest import edit_yaml
 
 ENVIRONMENTS = ("local", "staging", "production")

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mlopsctl.registry import MlflowRegistry, RegistryError
-from mlopsctl.webhooks import RELEVANT_EVENTS
+from mlopsctl.base.errors import RegistryError
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.service.webhooks import RELEVANT_EVENTS
 from tests.loopback import QuietHandler, serving
 from tests.mlflow_fixtures import MlflowServer
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mlopsctl import __version__
+from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.commands import (
     bootstrap,
     diff,
@@ -22,7 +23,6 @@ from mlopsctl.commands import (
     validate,
     webhook,
 )
-from mlopsctl.errors import MlopsctlError
 
 COMMANDS = {
     "tools": tools,

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlopsctl import kustomize
-from mlopsctl.config import load_config
-from mlopsctl.toolchain import TOOLS_DIR_VARIABLE
+from mlopsctl.base import kustomize
+from mlopsctl.base.config import load_config
+from mlopsctl.base.toolchain import TOOLS_DIR_VARIABLE
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MLOPSCTL = str(Path(sys.executable).parent / "mlopsctl")

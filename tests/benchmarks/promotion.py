@@ -152,8 +152,8 @@ def live_status_at_scale(
     kube-apiserver with what Argo CD and the kubelet would have written: an Application per
     environment, synced to the commit that holds the pins, and a Deployment whose pods read all
     200 pins from one ConfigMap."""
-    from mlopsctl import server_validation
-    from mlopsctl.kubeapi import KubeApi
+    from mlopsctl.base.kubeapi import KubeApi
+    from mlopsctl.validate import server_validation
     from tests import cluster_writes, kube_apiserver
 
     run("git", "init", "--quiet", "--initial-branch=main", cwd=repository)

@@ -64,7 +64,7 @@ REST = _MEASURE.format(
 
 MLFLOW_CLIENT = _MEASURE.format(
     # The registry module imports MLflow lazily; importing it here splits the two costs.
-    imports="from mlopsctl.registry import MlflowRegistry\nimport mlflow.tracking",
+    imports="from mlopsctl.base.registry import MlflowRegistry\nimport mlflow.tracking",
     read=(
         "registry = MlflowRegistry(url)\nassert registry.version(model, version).status == 'READY'"
     ),

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.config import load_config
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.config import load_config
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 ROUNDS = 5

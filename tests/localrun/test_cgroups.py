@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from mlopsctl.base.errors import LocalRunError
 from mlopsctl.localrun import cgroups
 from mlopsctl.localrun.cgroups import CgroupDriver, ContainerCgroup
-from mlopsctl.localrun.errors import LocalRunError
 from mlopsctl.localrun.model import Resources
 
 MIB = 1024 * 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from mlopsctl.base.errors import LocalRunError
 from mlopsctl.localrun.dockerfile import (
     AptPackage,
     AptStep,
@@ -17,7 +18,6 @@ from mlopsctl.localrun.dockerfile import (
     parse_dockerfile,
     parse_dockerignore,
 )
-from mlopsctl.localrun.errors import LocalRunError
 from tests.conftest import REPOSITORY
 
 PIP_ENVIRONMENT = (

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl import gitops
+from mlopsctl.base import git
+from mlopsctl.base.errors import LocalRunError
 from mlopsctl.localrun import certificates, githost
-from mlopsctl.localrun.errors import LocalRunError
 
 TOKEN = "local-run-token-7f3a"
 URL_PATH = "/example-org/mlops-platform.git"
@@ -246,8 +246,8 @@ def test_the_promoter_git_code_clones_and_pushes(
     """mlopsctl's own git functions (what the promoter and /readyz run) against the host."""
     for name, value in _environment(tmp_path, pki.authority.certificate).items():
         monkeypatch.setenv(name, value)
-    remote = gitops.Remote(served.url, gitops.Credentials(token=TOKEN))
-    listed = gitops.git_at(
+    remote = git.Remote(served.url, git.Credentials(token=TOKEN))
+    listed = git.git_at(
         "ls-remote",
         "--heads",
         served.url,
@@ -258,13 +258,13 @@ def test_the_promoter_git_code_clones_and_pushes(
     assert listed.returncode == 0, listed.stderr
     clone = remote.clone("main", tmp_path / "promoter")
     (clone / "pin.yaml").write_text("version: 8\n")
-    commit = gitops.commit(
+    commit = git.commit(
         clone,
         ["pin.yaml"],
         "Promote",
         "",
         [("Model", "iris@8")],
-        gitops.Author("mlopsctl", "mlopsctl@example.org"),
+        git.Author("mlopsctl", "mlopsctl@example.org"),
     )
     assert remote.push(clone, "HEAD:refs/heads/main")
     assert _head(bare) == commit

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl import toolchain
-from mlopsctl.config import ImageBuild, load_config
+from mlopsctl.base import toolchain
+from mlopsctl.base.config import ImageBuild, load_config
+from mlopsctl.base.errors import LocalRunError
 from mlopsctl.localrun.dockerfile import PipStep
-from mlopsctl.localrun.errors import LocalRunError
 from mlopsctl.localrun.images import (
     CACHE_VARIABLE,
     KEPT_BUILDS_PER_IMAGE,

@@ -315,9 +315,9 @@ def test_a_container_over_its_memory_limit_is_reported_oom_killed(platform_run: 
 def test_every_workload_of_the_environment_is_understood():
     """The pure half: every rendered workload of local parses, and its object references are
     what the run checks before it starts."""
-    from mlopsctl import toolchain
-    from mlopsctl.kustomize import render_root
-    from mlopsctl.resources import parse_render
+    from mlopsctl.base import toolchain
+    from mlopsctl.base.kustomize import render_root
+    from mlopsctl.base.resources import parse_render
     from tests.conftest import REPOSITORY
 
     tools = toolchain.resolve(toolchain.default_tools_dir(REPOSITORY))

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from mlopsctl import kustomize, toolchain
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
+from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun import network_policy
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.model import ContainerPort, PodAddress
 from mlopsctl.localrun.network_policy import AllowedFlows, Denial, allowed_flows
-from mlopsctl.resources import parse_render
 from tests.conftest import REPOSITORY, TOOLS_DIR
 
 LOCAL_COMPONENTS = (

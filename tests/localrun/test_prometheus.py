@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from mlopsctl import kustomize, resources, toolchain
+from mlopsctl.base import kustomize, resources, toolchain
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun import prometheus, prometheus_config, workloads
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.model import ContainerPort, PodAddress, Service
 from tests.conftest import REPOSITORY
 from tests.loopback import QuietHandler, serving

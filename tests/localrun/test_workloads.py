@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
-from mlopsctl import toolchain
-from mlopsctl.config import load_config
-from mlopsctl.kustomize import render_root
+from mlopsctl.base import toolchain
+from mlopsctl.base.config import load_config
+from mlopsctl.base.errors import UnsupportedManifest
+from mlopsctl.base.kustomize import render_root
+from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun import operators, workloads
-from mlopsctl.localrun.errors import UnsupportedManifest
 from mlopsctl.localrun.model import Container, ObjectReference, Service, ServicePort
 from mlopsctl.localrun.run import RunImages
-from mlopsctl.resources import parse_render
 from tests.conftest import REPOSITORY
 
 TOOLS = toolchain.resolve(toolchain.default_tools_dir(REPOSITORY))

@@ -20,35 +20,29 @@ from typing import Any
 
 import yaml
 
-from mlopsctl import toolchain
-from mlopsctl.argocd import normalise_repository_url
-from mlopsctl.bootstrap_cluster import (
+from mlopsctl.base import toolchain
+from mlopsctl.base.argocd import application_sources, normalise_repository_url
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.hand_made_secrets import secret_object
+from mlopsctl.base.kubeapi import kubeconfig_path
+from mlopsctl.base.kustomize import kustomization_file, render_root, render_roots
+from mlopsctl.base.resources import Resource, parse_render
+from mlopsctl.bootstrap.cluster import (
     Cluster,
     chosen_context,
     connect,
     watch_applications,
 )
-from mlopsctl.bootstrap_plan import (
-    CONFIRM_FLAG,
-    context_refusal,
-    git_token_refusal,
-    plan_secrets,
-)
-from mlopsctl.bootstrap_report import (
+from mlopsctl.bootstrap.plan import CONFIRM_FLAG, context_refusal, git_token_refusal, plan_secrets
+from mlopsctl.bootstrap.report import (
     ApplicationRender,
     access_lines,
     merged_values,
     timeout_message,
 )
-from mlopsctl.charts import chart_sources
-from mlopsctl.commands.common import Workspace, add_repository_argument, workspace
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.hand_made_secrets import secret_object
-from mlopsctl.kubeapi import kubeconfig_path
-from mlopsctl.kustomize import kustomization_file, render_root, render_roots
-from mlopsctl.live_status import ApplicationState
-from mlopsctl.policies import application_sources
-from mlopsctl.resources import Resource, parse_render
+from mlopsctl.commands._workspace import Workspace, add_repository_argument, workspace
+from mlopsctl.promote.live_status import ApplicationState
+from mlopsctl.validate.charts import chart_sources
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_GIT_TOKEN_VARIABLE = "GIT_TOKEN"

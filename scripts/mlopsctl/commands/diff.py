@@ -10,17 +10,15 @@ import os
 import sys
 from pathlib import Path
 
-from mlopsctl import diff_report, gitops, toolchain
-from mlopsctl.commands.common import (
-    add_repository_argument,
-    positive_integer,
-    pull_requests_from_environment,
-    workspace,
-    write_atomically,
-)
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.revision_diff import Revision, compare, default_base
+from mlopsctl.base import git, toolchain
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.github import pull_requests_from_environment
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.commands._arguments import positive_integer
+from mlopsctl.commands._output import write_atomically
+from mlopsctl.commands._workspace import add_repository_argument, workspace
+from mlopsctl.diff import report as diff_report
+from mlopsctl.diff.revisions import Revision, compare, default_base
 
 SMALLEST_COMMENT = 2_000
 
@@ -99,14 +97,14 @@ def _run(args: argparse.Namespace) -> int:
     space = workspace(args)
     tools = toolchain.resolve(space.tools_dir)
     base_name = args.base or default_base(space.repository, space.config.promotion.branch)
-    base_commit = gitops.resolve_revision(space.repository, base_name)
+    base_commit = git.resolve_revision(space.repository, base_name)
     if args.head is not None:
-        head_commit = gitops.resolve_revision(space.repository, args.head)
+        head_commit = git.resolve_revision(space.repository, args.head)
         head = Revision(f"{args.head} ({head_commit[:12]})", head_commit)
     else:
-        head_commit = gitops.resolve_revision(space.repository, "HEAD")
+        head_commit = git.resolve_revision(space.repository, "HEAD")
         head = Revision("working tree", None)
-    fork_point = gitops.merge_base(space.repository, base_commit, head_commit)
+    fork_point = git.merge_base(space.repository, base_commit, head_commit)
     base = Revision(f"{base_name} ({fork_point[:12]})", fork_point)
     registry = (
         MlflowRegistry(args.mlflow_uri, timeout_seconds=5.0, attempts=2)

@@ -6,8 +6,9 @@ import argparse
 import json
 from dataclasses import asdict
 
-from mlopsctl import inventory
-from mlopsctl.commands.common import add_repository_argument, print_table, workspace
+from mlopsctl.base import inventory
+from mlopsctl.commands._output import print_table
+from mlopsctl.commands._workspace import add_repository_argument, workspace
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

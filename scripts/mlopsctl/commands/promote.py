@@ -8,22 +8,19 @@ nothing to do), 1 something was refused or did not validate, 2 usage, 3 registry
 from __future__ import annotations
 
 import argparse
-import sys
 
-from mlopsctl import toolchain
-from mlopsctl.commands.common import (
+from mlopsctl.base import toolchain
+from mlopsctl.base.config import WRITERS
+from mlopsctl.commands._arguments import (
     add_landing_arguments,
     add_registry_arguments,
-    add_repository_argument,
-    check_environment,
     landing,
     registry,
     remote_of,
-    workspace,
 )
-from mlopsctl.config import WRITERS
+from mlopsctl.commands._output import print_report
+from mlopsctl.commands._workspace import add_repository_argument, check_environment, workspace
 from mlopsctl.promote import flows
-from mlopsctl.promote.landing import OutcomeKind, Report
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,27 +64,3 @@ def run(args: argparse.Namespace) -> int:
         environments=owned,
     )
     return print_report(report, args.dry_run, space.config.promotion.branch)
-
-
-def print_report(report: Report, dry_run: bool, base: str) -> int:
-    for note in report.notes:
-        print(note)
-    for refusal in report.refusals:
-        print(refusal)
-    for failure in report.failures:
-        print(failure, file=sys.stderr)
-    for outcome in report.outcomes:
-        if outcome.kind is OutcomeKind.FAILED:
-            continue  # said with the failures
-        for change in outcome.changes:
-            print(f"{outcome.environment}: {change.summary()}")
-        print(f"{outcome.environment}: {outcome.result}")
-        if dry_run and outcome.diff:
-            print(outcome.diff, end="")
-        if outcome.pull_request:
-            print(f"{outcome.environment}: pull request {outcome.pull_request}")
-        elif outcome.branch and not dry_run:
-            print(f"{outcome.environment}: open a pull request from {outcome.branch} into {base}")
-    if not report.outcomes and not report.refusals and not report.failures:
-        print("nothing to do: every pin already has the value asked for")
-    return report.exit_code

@@ -6,13 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.commands.common import (
-    add_repository_argument,
-    select_roots,
-    workspace,
-    write_atomically,
-)
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.commands._output import write_atomically
+from mlopsctl.commands._workspace import add_repository_argument, select_roots, workspace
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 
-from mlopsctl import toolchain
-from mlopsctl.commands.common import (
+from mlopsctl.base import toolchain
+from mlopsctl.commands._arguments import (
     add_landing_arguments,
     add_registry_arguments,
-    add_repository_argument,
-    check_environment,
     landing,
     registry,
     remote_of,
-    workspace,
 )
-from mlopsctl.commands.promote import print_report
+from mlopsctl.commands._output import print_report
+from mlopsctl.commands._workspace import add_repository_argument, check_environment, workspace
 from mlopsctl.promote.flows import rollback_run
 
 

@@ -16,19 +16,12 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from mlopsctl import gitops, toolchain
-from mlopsctl.commands.common import positive_integer
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.kubeapi import IN_CLUSTER, KubeApi, in_cluster_kubeconfig
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.service import (
-    BranchMismatch,
-    Service,
-    Settings,
-    UnknownEnvironment,
-    branch_config,
-    pass_allowance_seconds,
-)
+from mlopsctl.base import git, toolchain
+from mlopsctl.base.errors import BranchMismatch, MlopsctlError, UnknownEnvironment
+from mlopsctl.base.kubeapi import IN_CLUSTER, KubeApi, in_cluster_kubeconfig
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.commands._arguments import positive_integer
+from mlopsctl.service import Service, Settings, branch_config, pass_allowance_seconds
 
 # How often the main thread wakes to run the handler of a signal another thread received.
 SIGNAL_CHECK_SECONDS = 0.5
@@ -138,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.interval <= 0:
         raise MlopsctlError(f"--interval must be positive, not {args.interval:g}")
-    credentials = gitops.Credentials(
+    credentials = git.Credentials(
         os.environ.get(args.git_token_env) or None, args.ssh_key_file, args.known_hosts_file
     )
     # A bad MLOPSCTL_GIT_TIMEOUT_SECONDS stops the start, not every pass after it.
-    git_timeout_seconds = gitops.network_timeout_seconds()
+    git_timeout_seconds = git.network_timeout_seconds()
     # Each pass reads the branch's mlopsctl.yaml again and checks both rules on it.
     read_config = functools.partial(
         branch_config, environments=environments, credentials=credentials

@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from mlopsctl import toolchain
-from mlopsctl.commands.common import (
-    add_landing_arguments,
-    add_repository_argument,
-    check_environment,
-    landing,
-    remote_of,
-    workspace,
-)
-from mlopsctl.commands.promote import print_report
-from mlopsctl.pins import DIGEST, IMAGE_NAME, TAG, check_field
+from mlopsctl.base import toolchain
+from mlopsctl.base.markers import DIGEST, IMAGE_NAME, TAG, check_field
+from mlopsctl.commands._arguments import add_landing_arguments, landing, remote_of
+from mlopsctl.commands._output import print_report
+from mlopsctl.commands._workspace import add_repository_argument, check_environment, workspace
 from mlopsctl.promote.flows import set_image_run
 
 

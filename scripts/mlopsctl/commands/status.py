@@ -17,21 +17,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mlopsctl import gitops, inventory
-from mlopsctl.commands.common import (
-    add_registry_arguments,
-    add_repository_argument,
-    check_environment,
-    print_table,
-    registry,
-    workspace,
-)
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.kubeapi import KubeApi, KubeApiError, kubeconfig_path
-from mlopsctl.live import live_rows, record_deployments
-from mlopsctl.live_cluster import EnvironmentReader
-from mlopsctl.registry import MlflowRegistry
-from mlopsctl.status import StatusRow, short_names, status_rows
+from mlopsctl.base import git, inventory
+from mlopsctl.base.errors import KubeApiError, MlopsctlError
+from mlopsctl.base.kubeapi import KubeApi, kubeconfig_path
+from mlopsctl.base.registry import MlflowRegistry
+from mlopsctl.commands._arguments import add_registry_arguments, registry
+from mlopsctl.commands._output import print_table
+from mlopsctl.commands._workspace import add_repository_argument, check_environment, workspace
+from mlopsctl.promote.live import live_rows, record_deployments
+from mlopsctl.promote.live_cluster import EnvironmentReader
+from mlopsctl.promote.pin_status import StatusRow, short_names, status_rows
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         followed = _followed(space)
         with (
             tempfile.TemporaryDirectory(prefix="mlopsctl-status-") as scratch,
-            gitops.worktree(space.repository, followed, Path(scratch)) as tree,
+            git.worktree(space.repository, followed, Path(scratch)) as tree,
         ):
             pins = inventory.model_pins(inventory.scan(tree, space.config.render_exclude), args.env)
         with contextlib.ExitStack() as stack:
@@ -120,7 +115,7 @@ def _followed(space: Any) -> str:
     """The branch Argo CD follows, as this clone last fetched it (else the local branch)."""
     branch = str(space.config.promotion.branch)
     remote = f"origin/{branch}"
-    return remote if gitops.commit_of(space.repository, remote) else branch
+    return remote if git.commit_of(space.repository, remote) else branch
 
 
 def _live(

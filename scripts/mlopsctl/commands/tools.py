@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mlopsctl import toolchain
-from mlopsctl.config import find_repository_root
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base import toolchain
+from mlopsctl.base.config import find_repository_root
+from mlopsctl.base.errors import MlopsctlError
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from mlopsctl.commands.common import add_repository_argument, workspace
+from mlopsctl.commands._workspace import add_repository_argument, workspace
 from mlopsctl.localrun import usage
 from mlopsctl.localrun.run import DEFAULT_FORWARDS, LocalRun, Settings
 

@@ -10,12 +10,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mlopsctl import kustomize, toolchain
-from mlopsctl.commands.common import add_repository_argument, select_roots, workspace
-from mlopsctl.findings import format_json, format_text
-from mlopsctl.kubeapi import KubeApi, kubeconfig_path
-from mlopsctl.upstream import write_crd_schemas
-from mlopsctl.validation import validate
+from mlopsctl.base import kustomize, toolchain
+from mlopsctl.base.kubeapi import KubeApi, kubeconfig_path
+from mlopsctl.commands._workspace import add_repository_argument, select_roots, workspace
+from mlopsctl.validate.engine import validate
+from mlopsctl.validate.findings import format_json, format_text
+from mlopsctl.validate.upstream import write_crd_schemas
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

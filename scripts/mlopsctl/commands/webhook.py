@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from mlopsctl.commands.common import add_registry_arguments, registry
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.webhooks import RELEVANT_EVENTS
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.commands._arguments import add_registry_arguments, registry
+from mlopsctl.service.webhooks import RELEVANT_EVENTS
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

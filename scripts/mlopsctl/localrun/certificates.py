@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlopsctl.localrun.errors import LocalRunError
+from mlopsctl.base.errors import LocalRunError
 
 # A day is longer than any local run and short enough that a leaked key is soon worthless.
 VALIDITY_DAYS = 1

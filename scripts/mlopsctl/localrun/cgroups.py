@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from mlopsctl.localrun.errors import LocalRunError
+from mlopsctl.base.errors import LocalRunError
 from mlopsctl.localrun.model import Resources
 
 # The kubelet's CFS period and the smallest quota it writes (the kernel refuses less than 1 ms).

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun import network_policy, workloads
 from mlopsctl.localrun.cgroups import CgroupDriver
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.kubelet import Pod, RunnableImage
 from mlopsctl.localrun.model import ObjectReference, Service, Workload, selects
 from mlopsctl.localrun.network import RunNetwork, ServiceRule

@@ -18,7 +18,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from mlopsctl.localrun.errors import LocalRunError
+from mlopsctl.base.errors import LocalRunError
 
 # What the official python images set that the Dockerfiles here build on (docker-library/python):
 # the interpreter and pip's scripts are in /usr/local/bin, the locale is UTF-8, and the image's

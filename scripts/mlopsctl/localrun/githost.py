@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, cast
 from urllib.parse import parse_qs
 
-from mlopsctl.localrun.errors import LocalRunError
+from mlopsctl.base.errors import LocalRunError
 
 REALM = "mlopsctl local git host"
 # Every read or write on a client socket, the TLS handshake included, and an idle keep-alive.

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from mlopsctl import toolchain
-from mlopsctl.config import ImageBuild
+from mlopsctl.base import toolchain
+from mlopsctl.base.config import ImageBuild
+from mlopsctl.base.errors import LocalRunError, ToolchainError
 from mlopsctl.localrun.dockerfile import (
     PYTHON_IMAGE_BIN,
     AptStep,
@@ -43,7 +44,6 @@ from mlopsctl.localrun.dockerfile import (
     parse_dockerfile,
     parse_dockerignore,
 )
-from mlopsctl.localrun.errors import LocalRunError
 
 # Part of every cache key: bump it when the replay changes what a built directory holds.
 EMULATION_VERSION = "1"
@@ -700,7 +700,7 @@ def _install_tools(
                 what=f"{step.location}: downloading {toolchain.WHEEL_REQUIREMENT}",
             )
         toolchain.install(target, wheel, go_tools=False)  # the image has no Go
-    except toolchain.ToolchainError as error:
+    except ToolchainError as error:
         raise LocalRunError(f"{step.location}: mlopsctl tools install: {error}") from error
 
 

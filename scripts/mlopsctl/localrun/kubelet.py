@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun import launcher, workloads
 from mlopsctl.localrun.cgroups import CgroupDriver, ContainerCgroup
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.model import (
     Container,
     Exec,

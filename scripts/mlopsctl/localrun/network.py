@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlopsctl.localrun.errors import LocalRunError
+from mlopsctl.base.errors import LocalRunError
 
 NETNS_DIRECTORY = Path("/run/netns")
 STATE_DIRECTORY = Path("/run/mlopsctl")

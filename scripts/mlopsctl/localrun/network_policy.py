@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.model import ObjectReference, PodAddress
 
 API_VERSION = "networking.k8s.io/v1"

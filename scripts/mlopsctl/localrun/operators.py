@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun import prometheus, prometheus_config, workloads
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.model import (
     Container,
     ContainerPort,

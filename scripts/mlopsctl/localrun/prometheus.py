@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mlopsctl.localrun.errors import LocalRunError
+from mlopsctl.base.errors import LocalRunError
 
 # Long enough to look at a run's history, short enough that a forgotten data directory stays
 # small; the cluster's retention (7d, base/kube-prometheus-stack/values.yaml) is for a cluster.

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.model import ContainerPort, ObjectReference, PodAddress, Service
 from mlopsctl.localrun.workloads import list_at, mapping_at
 

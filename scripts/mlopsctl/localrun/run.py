@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlopsctl import hand_made_secrets, toolchain
-from mlopsctl.config import Config, load_config
-from mlopsctl.kustomize import render_root
+from mlopsctl.base import hand_made_secrets, toolchain
+from mlopsctl.base.config import Config, load_config
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
+from mlopsctl.base.kustomize import render_root
+from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun import (
     certificates,
     cgroups,
@@ -45,12 +47,10 @@ from mlopsctl.localrun import (
     workloads,
 )
 from mlopsctl.localrun.cluster import Cluster
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun.kubelet import ContainerState, Pod, RunnableImage
 from mlopsctl.localrun.model import ObjectReference
 from mlopsctl.localrun.prometheus import PrometheusClient
 from mlopsctl.localrun.sync import Application, Sync
-from mlopsctl.resources import parse_render
 
 REQUIRED_COMMANDS = ("ip", "nft", "git", "openssl", "prometheus", "promtool")
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mlopsctl.config import Config
-from mlopsctl.kustomize import render_root
+from mlopsctl.base.config import Config
+from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
+from mlopsctl.base.kustomize import render_root
+from mlopsctl.base.resources import parse_render
+from mlopsctl.base.toolchain import Toolchain
 from mlopsctl.localrun import workloads
 from mlopsctl.localrun.cluster import Cluster, Health
-from mlopsctl.localrun.errors import LocalRunError, UnsupportedManifest
-from mlopsctl.resources import parse_render
-from mlopsctl.toolchain import Toolchain
 
 # Argo CD's apply order by kind (gitops-engine's kind ordering), for resources of one wave.
 KIND_ORDER = [

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
-from mlopsctl.localrun.errors import UnsupportedManifest
+from mlopsctl.base.errors import UnsupportedManifest
 from mlopsctl.localrun.model import (
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_PROBE_FAILURE_THRESHOLD,

@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlopsctl import model_review
-from mlopsctl.pins import find_pins, set_image, set_model_version
+from mlopsctl.base import model_review
+from mlopsctl.base.markers import find_pins, set_image, set_model_version
+from mlopsctl.base.registry import ModelVersion
 from mlopsctl.promote.gates import nothing_pinned
-from mlopsctl.registry import ModelVersion
 
 
 class Edit:

@@ -11,17 +11,17 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlopsctl import gitops, inventory
-from mlopsctl.config import Config, load_config
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.github import PullRequests
-from mlopsctl.pins import VERSION, check_field, find_pins
+from mlopsctl.base import git, inventory
+from mlopsctl.base.config import Config, load_config
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.github import PullRequests
+from mlopsctl.base.markers import VERSION, check_field, find_pins
+from mlopsctl.base.registry import Registry
+from mlopsctl.base.toolchain import Toolchain
 from mlopsctl.promote.edits import ImageChange
 from mlopsctl.promote.gates import nothing_pinned
-from mlopsctl.promote.landing import Promoter, Report
+from mlopsctl.promote.landing import Promoter, Report, Validator
 from mlopsctl.promote.plan import Plan, plan_models
-from mlopsctl.registry import Registry
-from mlopsctl.toolchain import Toolchain
 
 # Plans edits on a clone, with the configuration read from that clone.
 Planner = Callable[[Path, Config], Plan]
@@ -36,7 +36,9 @@ class Landing:
     pull_requests: PullRequests | None = None
     log: Callable[[str], None] = print
     # How git authenticates to the remote (a token, an SSH key); none for a local path.
-    credentials: gitops.Credentials = field(default=gitops.NO_CREDENTIALS, repr=False)
+    credentials: git.Credentials = field(default=git.NO_CREDENTIALS, repr=False)
+    # How each edit is validated before it lands (validate's `edit_findings`, from the caller).
+    validator: Validator = field(kw_only=True)
 
 
 def run_edits(
@@ -55,7 +57,7 @@ def run_edits(
     policy merged to the branch applies from the next pass on) and `branch` names what to clone.
     `prepare` runs once on the clone before the first plan (a rollback moves its alias there).
     """
-    origin = gitops.Remote(remote, landing.credentials)
+    origin = git.Remote(remote, landing.credentials)
     with tempfile.TemporaryDirectory(prefix="mlopsctl-") as scratch:
         clone = origin.clone(
             config.promotion.branch if config else branch, Path(scratch) / "repository"
@@ -74,6 +76,7 @@ def run_edits(
             landing.max_attempts,
             pull_requests=landing.pull_requests,
             log=landing.log,
+            validator=landing.validator,
         )
         return promoter.land(clone, dry_run=landing.dry_run)
 
@@ -163,8 +166,8 @@ class Rollback:
 
 def previous_pin(clone: Path, located: inventory.LocatedPin) -> str | None:
     """The value this pin had before its current one, from the file's git history."""
-    for revision in gitops.log_of(clone, located.file):
-        text = gitops.file_at(clone, revision, located.file)
+    for revision in git.log_of(clone, located.file):
+        text = git.file_at(clone, revision, located.file)
         if text is None:
             continue
         values = [

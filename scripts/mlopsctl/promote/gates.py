@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mlopsctl.config import Gates
-from mlopsctl.registry import ModelVersion
+from mlopsctl.base.config import Gates
+from mlopsctl.base.registry import ModelVersion
 
 # MLflow numbers versions from 1, so a pin of version 0 never names a real one: it records that
 # no version has been promoted to the environment yet (a new environment starts there).

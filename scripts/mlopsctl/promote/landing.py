@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from mlopsctl import gitops
-from mlopsctl.config import Config, EnvironmentPolicy
-from mlopsctl.errors import MlopsctlError
-from mlopsctl.github import PullRequests
-from mlopsctl.kustomize import affected_roots
+from mlopsctl.base import git
+from mlopsctl.base.config import Config, EnvironmentPolicy
+from mlopsctl.base.errors import GitError, MlopsctlError
+from mlopsctl.base.github import PullRequests
+from mlopsctl.base.kustomize import affected_roots
+from mlopsctl.base.toolchain import Toolchain
 from mlopsctl.promote.edits import (
     Edit,
     branch_name,
@@ -31,8 +32,6 @@ from mlopsctl.promote.edits import (
     withdrawn_body,
 )
 from mlopsctl.promote.plan import Failure, Plan, Refusal, Settled
-from mlopsctl.toolchain import Toolchain
-from mlopsctl.validation import validate
 
 
 class OutcomeKind(StrEnum):
@@ -91,6 +90,11 @@ class Report:
 # Plans the edits on a clone as it is now (called again after the branch moves on).
 Planner = Callable[[Path], Plan]
 
+# Checks an edited clone: (clone, its config, the roots the edit touches, the tools) -> one line
+# per finding, none when it validates. Handed in from above (validate's `edit_findings`), so that
+# promotion does not import the validation pipeline.
+Validator = Callable[[Path, Config, Sequence[str], Toolchain], list[str]]
+
 
 @dataclass
 class Promoter:
@@ -99,13 +103,14 @@ class Promoter:
     planner: Planner
     # The remote the clone was made from, with its credentials: every fetch and push goes
     # through it (the clone's `origin`).
-    remote: gitops.Remote
+    remote: git.Remote
     mlflow_url: str = ""
     max_attempts: int = 20
     pull_requests: PullRequests | None = None
     backoff_seconds: float = 0.2
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = print
+    validator: Validator = field(kw_only=True)
 
     def land(self, clone: Path, dry_run: bool = False) -> Report:
         """Plan on the clone, then land each environment's share of the plan."""
@@ -113,7 +118,7 @@ class Promoter:
         # moved (the lease fails) instead of being overwritten by this plan.
         branches = self._promotion_branches(clone) if self._proposes_anywhere() else {}
         plan = self.planner(clone)
-        planned_at = gitops.head(clone)
+        planned_at = git.head(clone)
         landed: set[str] = set()  # commits this run pushed on top of the head it planned on
         report = Report(notes=list(plan.notes))
         environments = list(
@@ -130,7 +135,7 @@ class Promoter:
                 # rejected push reset the clone to the new head): this environment's share of
                 # the first plan may be stale, so it is planned again from that head.
                 plan = self.planner(clone)
-                planned_at = gitops.head(clone)
+                planned_at = git.head(clone)
                 landed.clear()
             environment_plan = plan.for_environment(environment)
             policy = self.config.promotion.for_environment(environment)
@@ -165,7 +170,7 @@ class Promoter:
     @staticmethod
     def _only_own_commits_since(clone: Path, planned_at: str, landed: set[str]) -> bool:
         """Whether the clone's head is the planned head plus only commits this run landed."""
-        listing = gitops.git(clone, "rev-list", f"{planned_at}..HEAD", check=False)
+        listing = git.git(clone, "rev-list", f"{planned_at}..HEAD", check=False)
         if listing.returncode:
             return False  # the planned head is gone from this clone: plan again
         return set(listing.stdout.split()) <= landed
@@ -213,11 +218,7 @@ class Promoter:
         if not applied:
             return [], "", []
         roots = affected_roots(clone, [edit.file for edit in applied], self.config.render_exclude)
-        report = validate(clone, self.config, roots, self.toolchain, all_roots=False)
-        findings = [
-            f"{finding.file}: {finding.resource}: {finding.field}: {finding.message}"
-            for finding in report.findings
-        ]
+        findings = self.validator(clone, self.config, roots, self.toolchain)
         return applied, "".join(diffs), findings
 
     def _backoff(self, attempt: int) -> None:
@@ -226,7 +227,7 @@ class Promoter:
 
     def _dry_run(self, clone: Path, environment: str, plan: Plan) -> Outcome:
         applied, diff, findings = self._apply(clone, plan.edits)
-        gitops.git(clone, "checkout", "--quiet", "--", ".")
+        git.git(clone, "checkout", "--quiet", "--", ".")
         result = "dry run: nothing changed"
         kind = OutcomeKind.DRY_RUN
         if findings:
@@ -237,9 +238,7 @@ class Promoter:
     def _commit(self, clone: Path, environment: str, plan: Plan) -> tuple[list[Outcome], Plan]:
         """Land the environment's edits in one commit on the promotion branch."""
         branch = self.config.promotion.branch
-        author = gitops.Author(
-            self.config.promotion.author_name, self.config.promotion.author_email
-        )
+        author = git.Author(self.config.promotion.author_name, self.config.promotion.author_email)
         for attempt in range(self.max_attempts):
             if not plan.edits:
                 return [], plan
@@ -266,7 +265,7 @@ class Promoter:
                     )
                 ], plan
             subject, body, trailers = commit_message(environment, applied, self.mlflow_url)
-            sha = gitops.commit(
+            sha = git.commit(
                 clone, sorted({edit.file for edit in applied}), subject, body, trailers, author
             )
             if self.remote.push(clone, f"HEAD:refs/heads/{branch}"):
@@ -288,7 +287,7 @@ class Promoter:
             environment,
             ", ".join(sorted({edit.key for edit in plan.edits})),
             f"gave up after {self.max_attempts} pushes rejected by a moving {branch}",
-            gitops.GitError.exit_code,
+            GitError.exit_code,
         )
         plan.failures.append(failure)
         return [Outcome(environment, OutcomeKind.FAILED, [], str(failure))], plan
@@ -320,7 +319,7 @@ class Promoter:
                 failures.append(failure)
                 outcome = Outcome(policy.environment, OutcomeKind.FAILED, [], str(failure), key=key)
                 self._recover(
-                    lambda: gitops.git(
+                    lambda: git.git(
                         clone, "checkout", "--quiet", "--force", self.config.promotion.branch
                     ),
                     f"check out {self.config.promotion.branch} again",
@@ -368,14 +367,12 @@ class Promoter:
         environment = policy.environment
         base = self.config.promotion.branch
         branch = branch_name(edits[0].verb, environment, key)
-        if gitops.git(clone, "check-ref-format", f"refs/heads/{branch}", check=False).returncode:
+        if git.git(clone, "check-ref-format", f"refs/heads/{branch}", check=False).returncode:
             raise MlopsctlError(
                 f"{key!r} cannot name a git branch ({branch!r} is refused by git "
                 "check-ref-format), so no pull request can propose it"
             )
-        author = gitops.Author(
-            self.config.promotion.author_name, self.config.promotion.author_email
-        )
+        author = git.Author(self.config.promotion.author_name, self.config.promotion.author_email)
         for attempt in range(self.max_attempts):
             if not edits:
                 return Outcome(
@@ -396,7 +393,7 @@ class Promoter:
             branches.update(self._promotion_branches(clone))
             plan = self._replan(clone, environment)
             edits = [edit for edit in plan.edits if edit.key == key]
-        raise gitops.GitError(
+        raise GitError(
             f"gave up after {self.max_attempts} pushes to {branch} rejected by another writer"
         )
 
@@ -421,13 +418,13 @@ class Promoter:
         branch: str,
         edits: Sequence[Edit],
         branches: dict[str, str],
-        author: gitops.Author,
+        author: git.Author,
     ) -> Outcome | None:
         """Rebuild the branch from the base with the edits; None when another writer moved it."""
         environment = policy.environment
         base = self.config.promotion.branch
         key = edits[0].key
-        gitops.git(clone, "checkout", "--quiet", "-B", branch, f"origin/{base}")
+        git.git(clone, "checkout", "--quiet", "-B", branch, f"origin/{base}")
         try:
             applied, diff, findings = self._apply(clone, edits)
             if findings:
@@ -453,7 +450,7 @@ class Promoter:
                 result = f"branch {branch} already proposes {edits[0].summary()}"
                 sha = ""
             else:
-                sha = gitops.commit(
+                sha = git.commit(
                     clone, sorted({edit.file for edit in applied}), subject, body, trailers, author
                 )
                 # The branch belongs to mlopsctl and is rebuilt from the base each time, but only
@@ -484,7 +481,7 @@ class Promoter:
                 key=key,
             )
         finally:
-            gitops.git(clone, "checkout", "--quiet", "--force", base)
+            git.git(clone, "checkout", "--quiet", "--force", base)
 
     def _holds(self, clone: Path, revision: str, files: set[str]) -> bool:
         """Whether `revision` of the remote holds these files exactly as edited here."""
@@ -493,7 +490,7 @@ class Promoter:
         if fetched.returncode:
             return False
         return all(
-            gitops.file_at(clone, revision, file) == (clone / file).read_text() for file in files
+            git.file_at(clone, revision, file) == (clone / file).read_text() for file in files
         )
 
     def _withdraw(self, clone: Path, settled: Settled, branches: dict[str, str]) -> Outcome | None:

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlopsctl import inventory
-from mlopsctl.config import Config
-from mlopsctl.errors import MlopsctlError
+from mlopsctl.base import inventory
+from mlopsctl.base.config import Config
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.registry import ModelVersion, Registry
 from mlopsctl.promote.edits import Edit, ModelChange
 from mlopsctl.promote.gates import nothing_pinned, refusals, uncompared
-from mlopsctl.registry import ModelVersion, Registry
 
 
 @dataclass(frozen=True)

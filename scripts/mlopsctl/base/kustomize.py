@@ -1,0 +1,237 @@
+"""Kustomize roots: finding them, telling which need the network, and rendering them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.toolchain import Toolchain
+
+KUSTOMIZATION_FILENAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+# Directories that never hold platform roots: tooling, caches, and test fixtures (which are
+# broken on purpose).
+ALWAYS_EXCLUDED = frozenset({".git", ".venv", ".tools", "__pycache__", "node_modules", "build"})
+_REMOTE_REFERENCE = re.compile(
+    r"^(https?://|ssh://|git@|git::|github\.com/|gitlab\.com/|bitbucket\.org/)|\?ref=|\.git//"
+)
+# Fields of a kustomization whose entries name other files or directories.
+_REFERENCE_FIELDS = ("resources", "components", "bases")
+
+
+def kustomization_file(directory: Path) -> Path | None:
+    for name in KUSTOMIZATION_FILENAMES:
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_kustomization(path: Path) -> dict[str, Any]:
+    return _load_kustomization(path, path.stat().st_mtime_ns)
+
+
+@cache
+def _load_kustomization(path: Path, modified_ns: int) -> dict[str, Any]:
+    # modified_ns is part of the cache key so an edited file is read again.
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise MlopsctlError(f"{path}: not valid YAML: {error}") from error
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise MlopsctlError(
+            f"{path}: a kustomization must be a mapping, found {type(document).__name__}"
+        )
+    return document
+
+
+def is_remote(reference: str) -> bool:
+    return bool(_REMOTE_REFERENCE.search(reference))
+
+
+def walk_tree(repository: Path, exclude: Iterable[str] = ()) -> Iterator[tuple[Path, list[str]]]:
+    """(directory, file names) of the platform tree, sorted, without tooling, caches or
+    excluded directories (a name anywhere, or a repository-relative path)."""
+    excluded = set(ALWAYS_EXCLUDED) | set(exclude)
+    for directory, subdirectories, files in os.walk(repository):
+        current = Path(directory)
+        relative = current.relative_to(repository).as_posix()
+        subdirectories[:] = sorted(
+            name
+            for name in subdirectories
+            if name not in excluded
+            and f"{relative}/{name}".removeprefix("./") not in excluded
+            and not name.startswith(".")
+        )
+        yield current, sorted(files)
+
+
+def discover_roots(repository: Path, exclude: Iterable[str] = ()) -> list[str]:
+    """Every directory with a buildable kustomization (not a Component), sorted, repo-relative."""
+    roots: list[str] = []
+    for directory, _files in walk_tree(repository, exclude):
+        found = kustomization_file(directory)
+        if found is None or directory == repository:
+            continue
+        if load_kustomization(found).get("kind") == "Component":
+            continue
+        roots.append(directory.relative_to(repository).as_posix())
+    return sorted(roots)
+
+
+def network_needs(directory: Path) -> list[str]:
+    """Why building `directory` would reach the network (remote bases, Helm charts), if it would."""
+    return _network_needs(directory.resolve(), frozenset())
+
+
+def _network_needs(directory: Path, visiting: frozenset[Path]) -> list[str]:
+    found = kustomization_file(directory)
+    if found is None or directory in visiting:
+        return []
+    document = load_kustomization(found)
+    reasons: list[str] = []
+    for chart in document.get("helmCharts") or []:
+        name = chart.get("name", "?") if isinstance(chart, dict) else "?"
+        reasons.append(f"{found.name}: helmCharts pulls chart {name!r}")
+    for field_name in _REFERENCE_FIELDS:
+        for reference in document.get(field_name) or []:
+            if not isinstance(reference, str):
+                continue
+            if is_remote(reference):
+                reasons.append(f"{found.name}: {field_name} fetches {reference}")
+                continue
+            target = (directory / reference).resolve()
+            if target.is_dir():
+                reasons.extend(
+                    f"{Path(os.path.relpath(target, directory)).as_posix()}/{reason}"
+                    for reason in _network_needs(target, visiting | {directory})
+                )
+    return reasons
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for child in value.values():
+            yield from _strings(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _strings(child)
+
+
+def read_directories(directory: Path) -> set[Path]:
+    """Directories holding files a build of `directory` can read: every kustomization it
+    reaches, and the folders of every file they name (patches, generator files, values).
+
+    Conservative on purpose: any string in a kustomization that names an existing path counts
+    (generator entries may be `key=path`), so a root is never thought unaffected by a file it
+    reads. Reading too much only renders a root more than needed.
+    """
+    kustomizations: set[Path] = set()
+    folders: set[Path] = set()
+    _read_directories(directory.resolve(), kustomizations, folders)
+    return kustomizations | folders
+
+
+def _read_directories(directory: Path, kustomizations: set[Path], folders: set[Path]) -> None:
+    if directory in kustomizations:
+        return
+    kustomizations.add(directory)
+    found = kustomization_file(directory)
+    if found is None:
+        return
+    for text in _strings(load_kustomization(found)):
+        for candidate in {text, text.partition("=")[2]}:
+            if not candidate or "\n" in candidate or len(candidate) > 1024 or is_remote(candidate):
+                continue
+            try:
+                target = (directory / candidate).resolve()
+                if target.is_dir():
+                    _read_directories(target, kustomizations, folders)
+                elif target.is_file():
+                    folders.add(target.parent)
+            except (OSError, ValueError):  # not a path after all (too long, NUL byte)
+                continue
+
+
+def affected_roots(
+    repository: Path,
+    files: Iterable[str],
+    exclude: Iterable[str] = (),
+    roots: Iterable[str] | None = None,
+) -> list[str]:
+    """The kustomize roots of `repository` (`roots` when the caller has found them already)
+    whose build reads any of `files` (repo-relative)."""
+    directories = {(repository / file).resolve().parent for file in files}
+    if not directories:
+        return []
+    candidates = discover_roots(repository, exclude) if roots is None else sorted(roots)
+    return [root for root in candidates if directories & read_directories(repository / root)]
+
+
+@dataclass
+class RenderResult:
+    root: str
+    output: str = ""
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    network: list[str] = field(default_factory=list)
+
+    @property
+    def rendered(self) -> bool:
+        return self.error is None and not self.skipped
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.network) and not self.output and self.error is None
+
+
+def _warnings_from(stderr: str) -> list[str]:
+    return [line.lstrip("# ").strip() for line in stderr.splitlines() if line.strip()]
+
+
+def render_root(
+    repository: Path, root: str, toolchain: Toolchain, allow_network: bool
+) -> RenderResult:
+    directory = repository / root
+    result = RenderResult(root=root, network=network_needs(directory))
+    if result.network and not allow_network:
+        return result
+    command = toolchain.kustomize_build(directory)
+    if result.network:
+        command.append("--enable-helm")
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        message = completed.stderr.strip().removeprefix("error: ").strip()
+        result.error = message or f"kustomize exited with {completed.returncode}"
+        return result
+    result.output = completed.stdout
+    result.warnings = _warnings_from(completed.stderr)
+    return result
+
+
+def render_roots(
+    repository: Path,
+    roots: Sequence[str],
+    toolchain: Toolchain,
+    allow_network: bool = False,
+    jobs: int | None = None,
+) -> list[RenderResult]:
+    """Render roots in parallel (each is a kustomize process); results keep the roots' order."""
+    workers = jobs or min(len(roots), 2 * (os.cpu_count() or 1)) or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(
+            pool.map(lambda root: render_root(repository, root, toolchain, allow_network), roots)
+        )

@@ -1,0 +1,537 @@
+"""The MLflow model registry, through MLflow's own client (`MlflowClient`, from mlflow-skinny).
+
+MLflow's client speaks every tracking URI scheme and auth plugin MLflow supports (token and basic
+auth from MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD, Databricks, request-auth plugins) and
+tells MLflow's own RESOURCE_DOES_NOT_EXIST apart from every other failure. This module puts it
+behind the small `Registry` protocol that promotion reads and tests replace, and adds what the
+promoter needs on top: bounded timeouts and retries, a count of the calls made, answers checked
+before use, and errors that name the registry and what was being done.
+
+Only MLflow's own "not found" answers mean "not there": any other answer (a 404 from a wrong path
+prefix or a proxy's HTML page, a 5xx, a body that is not MLflow's) is a `RegistryError`, so a
+misconfigured registry can never read as "nothing to do".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import yaml
+
+from mlopsctl.base.errors import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
+    from mlflow.entities.webhook import Webhook, WebhookEvent, WebhookEventStr
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.entities.paged_list import PagedList
+    from mlflow.tracking import MlflowClient
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: str
+    status: str
+    run_id: str
+    source: str
+    aliases: tuple[str, ...] = ()
+
+
+class Registry(Protocol):
+    """What promotion needs from a model registry."""
+
+    base_url: str
+
+    def version_by_alias(self, model: str, alias: str) -> ModelVersion | None: ...
+    def version(self, model: str, version: str) -> ModelVersion | None: ...
+    def run_metrics(self, run_id: str) -> dict[str, float]: ...
+    def signature(self, model: str, version: str) -> dict[str, Any] | None: ...
+    def set_alias(self, model: str, alias: str, version: str) -> None: ...
+
+
+# MLflow's own defaults (120 s per request, 7 retries with backoff factor 2) let one call take
+# minutes. The promoter's loop is itself the long-term retry (a failed pass is counted and the
+# next one comes at the next interval), so one call only rides out a blip: 4 attempts of at most
+# 10 s, with MLflow's random jitter (up to MLFLOW_HTTP_REQUEST_BACKOFF_JITTER, 1 s) between
+# them and no exponential growth (MLflow's factor is a whole number; 1 would already wait
+# 2 + 4 s more).
+DEFAULT_TIMEOUT_SECONDS = 10
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF_FACTOR = 0
+
+TIMEOUT_VARIABLE = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+RETRIES_VARIABLE = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+BACKOFF_VARIABLE = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+
+# MLflow reads its HTTP settings from the process environment at every request; there is no
+# per-client or per-call argument. Each call therefore sets them under this lock, so calls with
+# different settings (a webhook create that must not be retried, `mlopsctl diff`'s shorter
+# timeout) never overlap. Each key is added once per process and then only changed, never
+# removed: a key added or removed while another thread copies os.environ (for a subprocess)
+# can break that copy; a changed value cannot.
+_environment_lock = threading.RLock()
+# What this module wrote, so a later MlflowRegistry does not take it for the operator's setting,
+# and what the operator had set before it was overwritten.
+_written: dict[str, str] = {}
+_operator_values: dict[str, str | None] = {}
+
+_T = TypeVar("_T")
+
+# The tracking URIs MLflow reads without a scheme (the default Databricks profile).
+_SCHEMELESS_URIS = frozenset({"databricks", "databricks-uc"})
+
+
+def _operator_setting(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is not None and _written.get(name) == value:
+        value = _operator_values.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise RegistryError(f"${name} must be a whole number, not {value!r}") from None
+
+
+@contextmanager
+def _mlflow_http_settings(settings: Mapping[str, str]) -> Iterator[None]:
+    with _environment_lock:
+        for name, value in settings.items():
+            current = os.environ.get(name)
+            if current != _written.get(name):
+                _operator_values[name] = current
+            if current != value:
+                os.environ[name] = value
+            _written[name] = value
+        yield
+
+
+def _does_not_exist(error: MlflowException) -> bool:
+    return bool(error.error_code == "RESOURCE_DOES_NOT_EXIST")
+
+
+def _http_status(error: MlflowException) -> int:
+    """The HTTP status MLflow's error code stands for (404 for RESOURCE_DOES_NOT_EXIST)."""
+    return int(error.get_http_status_code())  # type: ignore[no-untyped-call]
+
+
+def _reason(error: BaseException) -> str:
+    # MLflow quotes whole response bodies (a proxy's HTML page); a line of it says enough.
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _transport_failure(error: BaseException) -> BaseException | None:
+    """The `requests` failure under an MLflow error: nothing (or nothing whole) came back."""
+    import requests
+
+    cause = error.__cause__ or error.__context__
+    return cause if isinstance(cause, requests.exceptions.RequestException) else None
+
+
+def _list_webhooks(client: MlflowClient, page_token: str | None) -> PagedList[Webhook]:
+    return client.list_webhooks(max_results=100, page_token=page_token)
+
+
+def _search_model_versions(
+    client: MlflowClient, filter_string: str, page_token: str | None
+) -> PagedList[MlflowModelVersion]:
+    return client.search_model_versions(filter_string, max_results=1000, page_token=page_token)
+
+
+def _delete_webhook(client: MlflowClient, webhook_id: str) -> None:
+    client.delete_webhook(webhook_id)
+
+
+class _AnswerLost(Exception):
+    """A non-idempotent call whose outcome is unknown: it may have taken effect."""
+
+
+@dataclass
+class MlflowRegistry:
+    """The `Registry` of an MLflow tracking server, at any tracking URI MLflow's client speaks.
+
+    `timeout_seconds`, `attempts` and `backoff_factor` bound each call; left unset, each comes
+    from MLflow's own variable (MLFLOW_HTTP_REQUEST_TIMEOUT, _MAX_RETRIES + 1, _BACKOFF_FACTOR)
+    when the operator set it, else from the bounded defaults above. `calls` counts the registry
+    operations asked for (MLflow's internal retries of one operation are not counted).
+    """
+
+    base_url: str
+    timeout_seconds: float | None = None
+    attempts: int | None = None
+    backoff_factor: int | None = None
+    calls: int = 0
+    _client: MlflowClient | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        parsed = urllib.parse.urlparse(self.base_url)
+        # Without a scheme MLflow takes the URI for a local directory and would quietly create
+        # an empty file store there; "host:5000" is nearly always a missing "http://".
+        schemeless = not parsed.scheme and self.base_url not in _SCHEMELESS_URIS
+        if schemeless or (parsed.scheme in ("http", "https") and not parsed.netloc):
+            raise RegistryError(
+                f"MLflow tracking URI {self.base_url!r} is not a URI MLflow's client can reach "
+                "(for a tracking server: http://host:port)"
+            )
+        if self.timeout_seconds is None:
+            self.timeout_seconds = _operator_setting(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT_SECONDS
+        if self.attempts is None:
+            retries = _operator_setting(RETRIES_VARIABLE)
+            self.attempts = DEFAULT_ATTEMPTS if retries is None else retries + 1
+        if self.backoff_factor is None:
+            backoff = _operator_setting(BACKOFF_VARIABLE)
+            self.backoff_factor = DEFAULT_BACKOFF_FACTOR if backoff is None else backoff
+        if self.timeout_seconds <= 0 or self.attempts < 1 or self.backoff_factor < 0:
+            raise RegistryError(
+                f"registry timeout ({self.timeout_seconds} s), attempts ({self.attempts}) and "
+                f"backoff factor ({self.backoff_factor}) must be positive"
+            )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _settings(self, attempts: int) -> dict[str, str]:
+        assert self.timeout_seconds is not None and self.backoff_factor is not None
+        return {
+            TIMEOUT_VARIABLE: str(math.ceil(self.timeout_seconds)),
+            RETRIES_VARIABLE: str(attempts - 1),
+            BACKOFF_VARIABLE: str(self.backoff_factor),
+        }
+
+    def _mlflow(self) -> MlflowClient:
+        if self._client is None:
+            with _environment_lock:
+                # A promoter must not send usage reports from inside a cluster (nor a test
+                # outside loopback); MLFLOW_DISABLE_TELEMETRY=false set by the operator wins.
+                if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
+                    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+            # Imported here: MLflow's import weight is paid by the commands that use it only.
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.base_url, registry_uri=self.base_url)
+        return self._client
+
+    def _call(
+        self,
+        what: str,
+        operation: Callable[[MlflowClient], _T],
+        missing: Callable[[MlflowException], bool] = _does_not_exist,
+        attempts: int | None = None,
+    ) -> _T | None:
+        """`operation`'s result; None only when `missing` recognises MLflow's answer."""
+        from mlflow.exceptions import MlflowException
+
+        attempts = attempts or self.attempts or DEFAULT_ATTEMPTS
+        self.calls += 1
+        with _mlflow_http_settings(self._settings(attempts)):
+            try:
+                # Inside: MLflow refuses a tracking URI scheme it has no store for only here.
+                return operation(self._mlflow())
+            except MlflowException as error:
+                if _transport_failure(error) is None and missing(error):
+                    return None
+                raise self._error(what, error, attempts) from error
+            except Exception as error:
+                # Anything else out of MLflow's client here comes from an answer it could not
+                # read (protobuf parse errors, unexpected shapes): the registry is unusable.
+                raise RegistryError(
+                    f"MLflow at {self.base_url}: {what} failed: {type(error).__name__}: "
+                    f"{_reason(error)}"
+                ) from error
+
+    def _error(self, what: str, error: MlflowException, attempts: int) -> RegistryError:
+        failure = _transport_failure(error)
+        if failure is not None:
+            import requests
+
+            if isinstance(failure, requests.exceptions.ConnectionError | requests.Timeout):
+                return RegistryError(
+                    f"MLflow at {self.base_url} is unreachable ({what}) after {attempts} "
+                    f"attempts: {_reason(failure)}"
+                )
+            return RegistryError(
+                f"MLflow at {self.base_url} kept failing ({what}) after {attempts} attempts: "
+                f"{_reason(failure)}"
+            )
+        hint = ""
+        if _http_status(error) == 404 and not _does_not_exist(error):
+            # A 404 that is not MLflow's RESOURCE_DOES_NOT_EXIST: the API is not where the URI
+            # says (a wrong path prefix), or something else (a proxy) answered.
+            hint = f" (is {self.base_url} the root of an MLflow tracking server?)"
+        reason = _reason(error)
+        if not reason.startswith(f"{error.error_code}:"):
+            reason = f"{error.error_code}: {reason}"
+        return RegistryError(f"MLflow at {self.base_url}: {what} failed: {reason}{hint}")
+
+    @staticmethod
+    def _model_version(found: MlflowModelVersion, where: str) -> ModelVersion:
+        name, version = getattr(found, "name", None), getattr(found, "version", None)
+        if not name or version in (None, ""):
+            raise RegistryError(f"MLflow answered {where} without a usable model_version")
+        return ModelVersion(
+            model=str(name),
+            version=str(version),
+            status=str(found.status or ""),
+            run_id=str(found.run_id or ""),
+            source=str(found.source or ""),
+            aliases=tuple(str(alias) for alias in (found.aliases or [])),
+        )
+
+    # -- the Registry protocol ---------------------------------------------------------------
+
+    def version_by_alias(self, model: str, alias: str) -> ModelVersion | None:
+        def alias_missing(error: MlflowException) -> bool:
+            # MLflow answers a missing alias of an existing model with INVALID_PARAMETER_VALUE
+            # "Registered model alias <alias> not found." (and a missing model with
+            # RESOURCE_DOES_NOT_EXIST); no other invalid-parameter answer means "not there".
+            return _does_not_exist(error) or (
+                error.error_code == "INVALID_PARAMETER_VALUE"
+                and f"Registered model alias {alias} not found" in error.message
+            )
+
+        found = self._call(
+            f"reading alias {model}@{alias}",
+            lambda client: client.get_model_version_by_alias(model, alias),
+            missing=alias_missing,
+        )
+        return None if found is None else self._model_version(found, f"alias {model}@{alias}")
+
+    def version(self, model: str, version: str) -> ModelVersion | None:
+        found = self._call(
+            f"reading {model} v{version}", lambda client: client.get_model_version(model, version)
+        )
+        return None if found is None else self._model_version(found, f"{model} v{version}")
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        if not run_id:
+            return {}
+        run = self._call(f"reading run {run_id}", lambda client: client.get_run(run_id))
+        if run is None:
+            return {}
+        try:
+            return {str(key): float(value) for key, value in run.data.metrics.items()}
+        except (AttributeError, TypeError, ValueError) as error:
+            raise RegistryError(f"MLflow answered run {run_id} with unreadable metrics") from error
+
+    def signature(self, model: str, version: str) -> dict[str, Any] | None:
+        """The model's signature from its MLmodel file, read through MLflow's artifact store."""
+        import mlflow.artifacts
+
+        location = self._call(
+            f"finding the artifacts of {model} v{version}",
+            lambda client: client.get_model_version_download_uri(model, version),
+        )
+        if not location:
+            return None
+        location = str(location).rstrip("/")
+        with tempfile.TemporaryDirectory(prefix="mlopsctl-mlmodel-") as scratch:
+            try:
+                downloaded = self._call(
+                    f"reading the MLmodel of {model} v{version} at {location}",
+                    lambda _client: mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"{location}/MLmodel",
+                        dst_path=scratch,
+                        tracking_uri=self.base_url,
+                    ),
+                )
+            except RegistryError:
+                # MLflow's artifact download reports a missing file like any other failure;
+                # only the store's own listing can say MLmodel is not there.
+                if self._has_no_mlmodel(location, model, version):
+                    return None
+                raise
+            try:
+                mlmodel = yaml.safe_load(Path(str(downloaded)).read_text())
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+                raise RegistryError(
+                    f"{model} v{version}: the MLmodel at {location} is unreadable: {error}"
+                ) from error
+        signature = mlmodel.get("signature") if isinstance(mlmodel, dict) else None
+        return signature if isinstance(signature, dict) and signature.get("inputs") else None
+
+    def _has_no_mlmodel(self, location: str, model: str, version: str) -> bool:
+        import mlflow.artifacts
+
+        listed = self._call(
+            f"listing the artifacts of {model} v{version} at {location}",
+            lambda _client: mlflow.artifacts.list_artifacts(
+                artifact_uri=location, tracking_uri=self.base_url
+            ),
+        )
+        return not any(Path(entry.path).name == "MLmodel" for entry in listed or [])
+
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        # Setting an alias is idempotent, so MLflow's retries of it are safe.
+        self._call(
+            f"moving {model}@{alias} to v{version}",
+            lambda client: client.set_registered_model_alias(model, alias, version),
+            missing=lambda _error: False,
+        )
+
+    # -- model version tags ------------------------------------------------------------------
+
+    def versions_tagged(self, key: str) -> dict[tuple[str, str], dict[str, str]]:
+        """(model, version) -> its tags, for every version that carries the tag `key`."""
+        if "`" in key:
+            raise RegistryError(f"tag key {key!r}: a backtick cannot be searched for")
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        page_token: str | None = None
+        while True:
+            page = self._call(
+                f"searching versions tagged {key}",
+                partial(
+                    _search_model_versions,
+                    filter_string=f"tags.`{key}` LIKE '%'",
+                    page_token=page_token,
+                ),
+                missing=lambda _error: False,
+            )
+            if page is None:  # unreachable: nothing is "missing" here
+                raise RegistryError(f"MLflow at {self.base_url} answered no version list")
+            for version in page:
+                found[(str(version.name), str(version.version))] = {
+                    str(tag_key): str(value) for tag_key, value in (version.tags or {}).items()
+                }
+            page_token = page.token or None
+            if not page_token:
+                return found
+
+    def set_version_tag(self, model: str, version: str, key: str, value: str) -> None:
+        # Setting a tag is idempotent, so MLflow's retries of it are safe.
+        self._call(
+            f"tagging {model} v{version} with {key}",
+            lambda client: client.set_model_version_tag(model, version, key, value),
+            missing=lambda _error: False,
+        )
+
+    def delete_version_tag(self, model: str, version: str, key: str) -> None:
+        """Removes the tag; a version (or tag) that is already gone is not an error."""
+        self._call(
+            f"removing tag {key} from {model} v{version}",
+            lambda client: client.delete_model_version_tag(model, version, key),
+        )
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def register_webhook(
+        self, name: str, url: str, events: list[tuple[str, str]], secret: str
+    ) -> str:
+        """Make exactly one webhook called `name`, with this url, events and secret.
+
+        Reconciled by name: list, then update the one found or create one. A create is never
+        retried blindly (it is not idempotent: a retry after a lost answer makes a second
+        webhook); after a create whose answer was lost the list is read again before another
+        create. Webhooks that already share the name are our own duplicates (an earlier blind
+        retry, two registrations racing): the oldest is kept and updated, the others deleted,
+        so every run converges on one and the promoter is not woken twice per event.
+
+        Returns what was done, e.g. "created", "updated", "updated; deleted 1 duplicate (id)".
+        """
+        from mlflow.entities.webhook import WebhookAction, WebhookEntity, WebhookEvent
+
+        wanted: list[WebhookEvent | WebhookEventStr] = [
+            WebhookEvent(WebhookEntity(entity.lower()), WebhookAction(action.lower()))
+            for entity, action in events
+        ]
+        attempts = self.attempts or DEFAULT_ATTEMPTS
+        named = self._webhooks_named(name)
+        created_id = ""
+        creates = 0
+        while not named:
+            creates += 1
+            try:
+                created_id = self._create_webhook(name, url, wanted, secret)
+            except _AnswerLost as lost:
+                if creates >= attempts:
+                    raise RegistryError(
+                        f"MLflow at {self.base_url}: creating webhook {name!r} lost its answer "
+                        f"{creates} times and it is still not listed: {lost}"
+                    ) from lost
+            # Read back even after a clean create: a registration racing this one shows here.
+            named = self._webhooks_named(name)
+        keep, *extras = sorted(
+            named, key=lambda webhook: (webhook.creation_timestamp, webhook.webhook_id)
+        )
+        done = "created" if creates else "updated"
+        if keep.webhook_id != created_id:
+            self._call(
+                f"updating webhook {name!r} ({keep.webhook_id})",
+                lambda client: client.update_webhook(
+                    keep.webhook_id,
+                    name=name,
+                    url=url,
+                    events=wanted,
+                    secret=secret,
+                    status="ACTIVE",
+                ),
+                missing=lambda _error: False,
+            )
+        for extra in extras:
+            # Already gone (another registration removed it) is the state wanted.
+            self._call(
+                f"deleting duplicate webhook {name!r} ({extra.webhook_id})",
+                partial(_delete_webhook, webhook_id=extra.webhook_id),
+            )
+        if extras:
+            ids = ", ".join(extra.webhook_id for extra in extras)
+            plural = "s" if len(extras) > 1 else ""
+            done += f"; deleted {len(extras)} duplicate{plural} ({ids})"
+        return done
+
+    def _webhooks_named(self, name: str) -> list[Webhook]:
+        found: list[Webhook] = []
+        page_token: str | None = None
+        while True:
+            page = self._call(
+                "listing webhooks (MLflow 3.3+ with a SQL backend has them)",
+                partial(_list_webhooks, page_token=page_token),
+                missing=lambda _error: False,
+            )
+            if page is None:  # unreachable: nothing is "missing" here
+                raise RegistryError(f"MLflow at {self.base_url} answered no webhook list")
+            found += [webhook for webhook in page if webhook.name == name]
+            page_token = page.token or None
+            if not page_token:
+                return found
+
+    def _create_webhook(
+        self, name: str, url: str, events: list[WebhookEvent | WebhookEventStr], secret: str
+    ) -> str:
+        """The new webhook's id; `_AnswerLost` when MLflow may or may not have created it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            # One attempt: MLflow's client would otherwise retry this POST after a timeout.
+            created = self._call(
+                f"creating webhook {name!r}",
+                lambda client: client.create_webhook(
+                    name=name,
+                    url=url,
+                    events=events,
+                    secret=secret,
+                    status="ACTIVE",
+                    description="managed by `mlopsctl webhook register`",
+                ),
+                missing=lambda _error: False,
+                attempts=1,
+            )
+        except RegistryError as error:
+            cause = error.__cause__
+            if isinstance(cause, MlflowException) and (
+                _transport_failure(cause) is not None or _http_status(cause) >= 500
+            ):
+                raise _AnswerLost(str(error)) from error
+            raise  # a 4xx is MLflow's considered refusal: nothing was created
+        return str(getattr(created, "webhook_id", "") or "")
