@@ -235,11 +235,7 @@ def objects(kube: KubeApi, platform: Path) -> dict[tuple[str, str, str], dict[st
         if where is None:  # Argo CD's kinds before its CRDs
             continue
         prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        for _attempt in range(20):
-            status, listing = kube.request("GET", f"{prefix}/{where.plural}")
-            if status != 429:  # "storage is (re)initializing" for a second after a new CRD
-                break
-            time.sleep(0.25)
+        status, listing = kube.request("GET", f"{prefix}/{where.plural}")
         assert status == 200, listing
         for item in listing["items"]:
             metadata = item["metadata"]

@@ -11,6 +11,7 @@ import os
 import re
 import ssl
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +29,8 @@ _TYPED_PATCH_FIELD = re.compile(
     r"typed patch object \([^)]*\): \.(?P<field>[^:\s]+): (?P<problem>.+)$"
 )
 REQUEST_TIMEOUT_SECONDS = 30
+THROTTLED_ATTEMPTS = 10
+THROTTLED_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,21 @@ class KubeApi:
     def request(
         self, method: str, path: str, body: bytes | None = None, content_type: str = ""
     ) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, the JSON answer). A 429 is asked again, after the Retry-After the server
+        gives (at most THROTTLED_WAIT_SECONDS each), THROTTLED_ATTEMPTS times in all, as
+        client-go does: the API server answers it while it is busy, or for a second after a new
+        CRD while the CRD's storage starts."""
+        for _attempt in range(THROTTLED_ATTEMPTS - 1):
+            status, answer, retry_after = self._request_once(method, path, body, content_type)
+            if status != 429:
+                return status, answer
+            time.sleep(min(retry_after, THROTTLED_WAIT_SECONDS))
+        status, answer, _retry_after = self._request_once(method, path, body, content_type)
+        return status, answer
+
+    def _request_once(
+        self, method: str, path: str, body: bytes | None, content_type: str
+    ) -> tuple[int, dict[str, Any], float]:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -137,7 +155,11 @@ class KubeApi:
                 answer = json.loads(error.read() or b"{}")
             except ValueError:
                 answer = {"message": error.reason}
-            return error.code, answer if isinstance(answer, dict) else {}
+            try:
+                retry_after = float(error.headers.get("Retry-After") or 1)
+            except ValueError:
+                retry_after = 1.0
+            return error.code, answer if isinstance(answer, dict) else {}, retry_after
         except (urllib.error.URLError, OSError) as error:
             raise KubeApiError(f"{self.server}: cannot reach the API server: {error}") from error
         try:
@@ -150,7 +172,7 @@ class KubeApi:
                 f"{self.server}{path.split('?')[0]}: HTTP {status} but not a Kubernetes API "
                 f"answer (not a JSON object: {text[:80]!r})"
             )
-        return status, answer
+        return status, answer, 0.0
 
     def resources(self) -> dict[tuple[str, str], ApiResource]:
         """(apiVersion, kind) -> where the server serves it, from discovery (asked once)."""
