@@ -1,4 +1,4 @@
-"""`mlopsctl bootstrap`, against a real kube-apiserver and etcd (tests/kube_apiserver.py).
+"""`mlopsctl bootstrap`, against a real kube-apiserver and etcd (tests/support/kube_apiserver.py).
 
 Argo CD's upstream install.yaml comes from GitHub, which these tests cannot reach. Each test
 bootstraps a copy of the platform tree in which clusters/local/argocd names a thin stand-in of
@@ -46,9 +46,10 @@ from mlopsctl.commands._workspace import Workspace
 from mlopsctl.commands.bootstrap import application_renders
 from mlopsctl.validate.crds import crd
 from mlopsctl.validate.schemas.store import PROJECT_SCHEMA_DIR
-from tests import kube_apiserver
-from tests.conftest import TOOLS_DIR, CliResult
-from tests.kube_apiserver import TestApiServer
+from tests.support import kube_apiserver
+from tests.support.cli import CliResult
+from tests.support.kube_apiserver import TestApiServer
+from tests.support.paths import TOOLS_DIR
 
 ENVIRONMENT = "local"
 CONTEXT = "kind-local"  # a context name that contains the environment's, as kind names them

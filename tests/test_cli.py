@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from tests.conftest import MINIMAL_CONFIG, write_tree
+from tests.support.trees import MINIMAL_CONFIG, write_tree
 
 
 def test_version(cli):
@@ -36,7 +36,7 @@ def test_root_argument_without_kustomization_is_refused(cli, tmp_path: Path):
 
 
 def test_an_unknown_environment_is_refused_before_anything_runs(cli):
-    from tests.conftest import REPOSITORY
+    from tests.support.paths import REPOSITORY
 
     for command in ("status", "promote"):
         result = cli(

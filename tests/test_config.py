@@ -4,7 +4,8 @@ import pytest
 
 from mlopsctl.base.config import load_config
 from mlopsctl.base.errors import MlopsctlError
-from tests.conftest import MINIMAL_CONFIG, REPOSITORY
+from tests.support.paths import REPOSITORY
+from tests.support.trees import MINIMAL_CONFIG
 
 
 def test_the_repository_config_loads():

@@ -14,9 +14,9 @@ import yaml
 
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.resources import parse_render
-from tests.chart_values import chart_values
-from tests.conftest import REPOSITORY, TOOLS_DIR
-from tests.dashboards import DASHBOARD_FILES, load, panels, queries
+from tests.support.chart_values import chart_values
+from tests.support.dashboards import DASHBOARD_FILES, load, panels, queries
+from tests.support.paths import REPOSITORY, TOOLS_DIR
 
 ENVIRONMENTS = ("local", "staging", "production")
 DATA_SOURCE = {"type": "prometheus", "uid": "${datasource}"}

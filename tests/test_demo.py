@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 
 def git(remote: Path, *arguments: str) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import drop_application
-from tests.platform_fixtures import Platform, git
+from tests.support.platform_fixtures import Platform, git
+from tests.support.trees import drop_application
 
 MODEL_SERVER = "overlays/local/model-server/kustomization.yaml"
 STREAMLIT = "overlays/local/streamlit/kustomization.yaml"
@@ -447,7 +447,7 @@ def test_a_head_that_does_not_render_is_an_error_naming_the_root(cli, platform: 
 def test_the_pull_request_gets_one_comment_updated_in_place(
     cli, platform: Platform, github, monkeypatch
 ):
-    from tests.github_standin import REPOSITORY, TOKEN
+    from tests.support.github_standin import REPOSITORY, TOKEN
 
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     monkeypatch.setenv("GITHUB_API_URL", github.url)

@@ -11,7 +11,7 @@ from mlopsctl.base import kustomize
 from mlopsctl.base.config import load_config
 from mlopsctl.base.resources import parse_render
 from mlopsctl.base.toolchain import resolve
-from tests.conftest import TOOLS_DIR
+from tests.support.paths import TOOLS_DIR
 
 REMOTE = "https://github.com/someone/their-fork.git"
 BRANCH = "e2e/1234-1"

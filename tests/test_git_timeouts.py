@@ -23,7 +23,7 @@ from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import resolve
 from mlopsctl.localrun import certificates
 from mlopsctl.localrun.githost import GitHost
-from tests.conftest import TOOLS_DIR
+from tests.support.paths import TOOLS_DIR
 
 # The deadline the tests configure, and the bound that only proves "does not hang forever".
 DEADLINE_SECONDS = 2

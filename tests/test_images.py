@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPOSITORY
-from tests.loopback import QuietHandler, serving
+from tests.support.loopback import QuietHandler, serving
+from tests.support.paths import REPOSITORY
 
 IMAGES = sorted(path.parent.name for path in (REPOSITORY / "images").glob("*/Dockerfile"))
 CONSTRAINTS = {

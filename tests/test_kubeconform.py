@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlopsctl.base import toolchain
 from mlopsctl.validate.schemas.store import kubeconform_problems, kubeconform_schema_dir
-from tests.conftest import TOOLS_DIR
+from tests.support.paths import TOOLS_DIR
 from tests.test_validate_policies import good_deployment, write_fixture
 
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.config import load_config
-from tests.conftest import MINIMAL_CONFIG, REPOSITORY, TOOLS_DIR, write_tree
+from tests.support.paths import REPOSITORY, TOOLS_DIR
+from tests.support.trees import MINIMAL_CONFIG, write_tree
 
 CONFIGMAP = """\
 apiVersion: v1

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.loopback import QuietHandler, serving
-from tests.mlflow_fixtures import PortTakenError, start_server
+from tests.support.loopback import QuietHandler, serving
+from tests.support.mlflow_fixtures import PortTakenError, start_server
 
 
 class Healthy(QuietHandler):

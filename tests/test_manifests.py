@@ -11,7 +11,7 @@ import pytest
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.config import load_config
 from mlopsctl.base.resources import Resource, parse_render
-from tests.conftest import REPOSITORY, TOOLS_DIR
+from tests.support.paths import REPOSITORY, TOOLS_DIR
 
 ENVIRONMENTS = ("local", "staging", "production")
 STATELESS = ("mlflow-tracking", "model-server", "streamlit", "promoter")

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPOSITORY
-from tests.mlflow_fixtures import MlflowServer, free_port
+from tests.support.mlflow_fixtures import MlflowServer, free_port
+from tests.support.paths import REPOSITORY
 
 SERVE = REPOSITORY / "images/model-server/serve.py"
 BIN = Path(sys.executable).parent

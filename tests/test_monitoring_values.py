@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.chart_values import CHART_JOBS, CHART_WORKLOADS, at, chart_values
-from tests.conftest import REPOSITORY
+from tests.support.chart_values import CHART_JOBS, CHART_WORKLOADS, at, chart_values
+from tests.support.paths import REPOSITORY
 
 ENVIRONMENTS = ("local", "staging", "production")
 GKE_ENVIRONMENTS = ("staging", "production")

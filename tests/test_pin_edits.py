@@ -23,8 +23,9 @@ from mlopsctl.promote.edits import ModelChange
 from mlopsctl.promote.flows import Landing, run_edits
 from mlopsctl.promote.plan import Plan
 from mlopsctl.validate.engine import edit_findings
-from tests.conftest import MINIMAL_CONFIG, TOOLS_DIR, write_tree
-from tests.platform_fixtures import Platform
+from tests.support.paths import TOOLS_DIR
+from tests.support.platform_fixtures import Platform
+from tests.support.trees import MINIMAL_CONFIG, write_tree
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 LOCAL_MODEL_SERVER = "overlays/local/model-server/kustomization.yaml"

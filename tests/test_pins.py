@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mlopsctl.base.errors import PinError
 from mlopsctl.base.markers import find_pins, reads_back_as_string, set_image, set_model_version
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
 COMMENT_TEXT = st.text(

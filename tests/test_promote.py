@@ -13,9 +13,9 @@ import pytest
 from mlopsctl.base.config import load_config
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.promote.gates import refusals, uncompared
-from tests.conftest import REPOSITORY
-from tests.mlflow_fixtures import MlflowServer
-from tests.platform_fixtures import Platform, git
+from tests.support.mlflow_fixtures import MlflowServer
+from tests.support.paths import REPOSITORY
+from tests.support.platform_fixtures import Platform, git
 
 # Every test here runs against MLflow on sqlite and on a real PostgreSQL server.
 pytestmark = pytest.mark.parametrize("mlflow_server", ["sqlite", "postgresql"], indirect=True)
@@ -399,7 +399,7 @@ def test_rollback_without_history_asks_for_a_version(cli, platform, mlflow_serve
 def test_pull_request_is_opened_once_then_updated(
     cli, platform, mlflow_server, github, monkeypatch
 ):
-    from tests.github_standin import REPOSITORY, TOKEN
+    from tests.support.github_standin import REPOSITORY, TOKEN
 
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     monkeypatch.setenv("GITHUB_API_URL", github.url)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import MINIMAL_CONFIG, write_tree
-from tests.mlflow_fixtures import MlflowServer
+from tests.support.mlflow_fixtures import MlflowServer
+from tests.support.trees import MINIMAL_CONFIG, write_tree
 
 MODELS = [f"race-{index:02d}" for index in range(24)]
 PROCESSES = 8

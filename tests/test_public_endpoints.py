@@ -16,9 +16,9 @@ import yaml
 
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.resources import Resource, parse_render
-from tests.chart_values import chart_values
-from tests.conftest import REPOSITORY, TOOLS_DIR
-from tests.mlflow_fixtures import start_server, stop_server
+from tests.support.chart_values import chart_values
+from tests.support.mlflow_fixtures import start_server, stop_server
+from tests.support.paths import REPOSITORY, TOOLS_DIR
 
 PUBLIC_ENVIRONMENTS = ("staging", "production")
 LINK = "link.argocd.argoproj.io/"

@@ -14,7 +14,7 @@ import pytest
 
 from mlopsctl.base.errors import RegistryError
 from mlopsctl.base.registry import MlflowRegistry
-from tests.loopback import QuietHandler, serving
+from tests.support.loopback import QuietHandler, serving
 
 
 @pytest.fixture

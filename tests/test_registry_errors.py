@@ -16,8 +16,8 @@ import pytest
 
 from mlopsctl.base.errors import RegistryError
 from mlopsctl.base.registry import MlflowRegistry, ModelVersion
-from tests.loopback import QuietHandler, serving
-from tests.mlflow_fixtures import MlflowServer
+from tests.support.loopback import QuietHandler, serving
+from tests.support.mlflow_fixtures import MlflowServer
 
 READS: dict[str, Callable[[MlflowRegistry], Any]] = {
     "version": lambda registry: registry.version("m", "1"),

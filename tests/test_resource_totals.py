@@ -8,8 +8,8 @@ from typing import Any
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun.workloads import cpu_millis, memory_bytes
-from tests.chart_values import CHART_WORKLOADS, at, chart_values
-from tests.conftest import REPOSITORY, TOOLS_DIR
+from tests.support.chart_values import CHART_WORKLOADS, at, chart_values
+from tests.support.paths import REPOSITORY, TOOLS_DIR
 
 ENVIRONMENTS = ("local", "staging", "production")
 # The platform's own long-running workloads, in wave order.

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from mlopsctl.service import webhooks
-from tests.cluster_writes import deploy
-from tests.mlflow_fixtures import MlflowServer, free_port, start_server, stop_server
-from tests.platform_fixtures import Platform, git
+from tests.support.cluster_writes import deploy
+from tests.support.mlflow_fixtures import MlflowServer, free_port, start_server, stop_server
+from tests.support.platform_fixtures import Platform, git
 
 SECRET = "a-webhook-secret-for-tests"
 MLOPSCTL = str(Path(sys.executable).parent / "mlopsctl")
@@ -196,7 +196,7 @@ def test_it_heals_after_mlflow_restarts(platform, tmp_path: Path, start_promoter
 def test_the_promoter_tags_the_version_that_runs_in_its_cluster(
     platform, mlflow_server, start_promoter, api_server, kube
 ):
-    """Argo CD and the kubelet are stood in for as in tests/cluster_writes.py."""
+    """Argo CD and the kubelet are stood in for as in tests/support/cluster_writes.py."""
     version = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
     kubeconfig = str(api_server.kubeconfig)
     promoter = start_promoter(platform, mlflow_server.url, 2, "--kubeconfig", kubeconfig)

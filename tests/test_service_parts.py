@@ -15,8 +15,8 @@ from mlopsctl.base import git
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from tests.conftest import TOOLS_DIR
-from tests.loopback import QuietHandler, serving
+from tests.support.loopback import QuietHandler, serving
+from tests.support.paths import TOOLS_DIR
 
 
 def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch):
@@ -77,7 +77,7 @@ def test_a_token_reaches_the_git_server_as_a_header_not_in_the_url(recording_git
 def test_the_cli_takes_the_token_from_the_environment_as_the_service_does(
     recording_git_server, cli, monkeypatch: pytest.MonkeyPatch
 ):
-    from tests.conftest import REPOSITORY
+    from tests.support.paths import REPOSITORY
 
     url, seen = recording_git_server
     monkeypatch.setenv("MLOPSCTL_GIT_TOKEN", "workflow-token")

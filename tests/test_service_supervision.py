@@ -18,9 +18,9 @@ from mlopsctl import service
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from tests.conftest import TOOLS_DIR
-from tests.mlflow_fixtures import MlflowServer, free_port
-from tests.platform_fixtures import Platform, git
+from tests.support.mlflow_fixtures import MlflowServer, free_port
+from tests.support.paths import TOOLS_DIR
+from tests.support.platform_fixtures import Platform, git
 from tests.test_service import MLOPSCTL, SECRET, promotions_on_main, wait_for
 
 

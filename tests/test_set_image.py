@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import TOOLS_DIR
-from tests.platform_fixtures import Platform, git
+from tests.support.paths import TOOLS_DIR
+from tests.support.platform_fixtures import Platform, git
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mlopsctl.base.resources import Resource
 from mlopsctl.validate.sources import SourceIndex
-from tests.conftest import write_tree
+from tests.support.trees import write_tree
 
 
 def config_map(name: str) -> str:

@@ -26,9 +26,9 @@ from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.errors import KubeApiError
 from mlopsctl.base.kubeapi import in_cluster_kubeconfig
 from mlopsctl.base.resources import parse_render
-from tests.cluster_writes import ENVIRONMENT, apply, deploy
-from tests.conftest import REPOSITORY, TOOLS_DIR
-from tests.kube_apiserver import TestApiServer
+from tests.support.cluster_writes import ENVIRONMENT, apply, deploy
+from tests.support.kube_apiserver import TestApiServer
+from tests.support.paths import REPOSITORY, TOOLS_DIR
 
 
 def git(directory: Path, *arguments: str) -> str:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from tests.mlflow_fixtures import MlflowServer
-from tests.platform_fixtures import Platform
+from tests.support.mlflow_fixtures import MlflowServer
+from tests.support.platform_fixtures import Platform
 
 MODEL_SERVER = "model-server/kustomization.yaml"
 STREAMLIT = "streamlit/kustomization.yaml"

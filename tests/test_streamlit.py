@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.chromium import page_text_and_screenshot
-from tests.conftest import REPOSITORY
-from tests.mlflow_fixtures import MlflowServer, free_port
+from tests.support.chromium import page_text_and_screenshot
+from tests.support.mlflow_fixtures import MlflowServer, free_port
+from tests.support.paths import REPOSITORY
 from tests.test_model_server_wrapper import deployment_arguments, placeholder, serving
 
 APP = REPOSITORY / "images/streamlit/app.py"

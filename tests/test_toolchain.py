@@ -10,7 +10,7 @@ import pytest
 from mlopsctl.base import toolchain
 from mlopsctl.base.errors import ToolchainError
 from mlopsctl.base.toolchain import WHEEL_FILENAME
-from tests.conftest import TOOLS_DIR
+from tests.support.paths import TOOLS_DIR
 
 CACHED_WHEEL = TOOLS_DIR / "cache" / WHEEL_FILENAME
 

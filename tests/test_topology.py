@@ -17,7 +17,8 @@ from mlopsctl.validate.topology import (
     clusters_of_roots,
     talks_to,
 )
-from tests.conftest import REPOSITORY, drop_application, edit_yaml
+from tests.support.paths import REPOSITORY
+from tests.support.trees import drop_application, edit_yaml
 
 PROMOTER = "Deployment/ml-platform/promoter"
 MODEL_SERVER = "Deployment/ml-platform/model-server"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mlopsctl.validate.upstream import strict
-from tests.conftest import MINIMAL_CONFIG, write_tree
-from tests.loopback import serving
+from tests.support.loopback import serving
+from tests.support.trees import MINIMAL_CONFIG, write_tree
 
 WIDGET_CRD = """\
 apiVersion: apiextensions.k8s.io/v1

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPOSITORY, drop_application, edit_yaml, patch_applications
+from tests.support.paths import REPOSITORY
+from tests.support.trees import drop_application, edit_yaml, patch_applications
 
 
 def findings_of(cli, repository: Path, check: str) -> list[dict[str, Any]]:

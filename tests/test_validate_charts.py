@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from mlopsctl.base import toolchain
-from tests.conftest import TOOLS_DIR, write_tree
-from tests.loopback import serving
+from tests.support.loopback import serving
+from tests.support.paths import TOOLS_DIR
+from tests.support.trees import write_tree
 
 CHART = {
     "demo/Chart.yaml": "apiVersion: v2\nname: demo\nversion: 1.2.3\n",

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import MINIMAL_CONFIG, write_tree
+from tests.support.trees import MINIMAL_CONFIG, write_tree
 
 LABELS = {
     "app.kubernetes.io/name": "web",

@@ -1,4 +1,4 @@
-"""`mlopsctl validate --server` against a real kube-apiserver (tests/kube_apiserver.py): the
+"""`mlopsctl validate --server` against a real kube-apiserver (tests/support/kube_apiserver.py): the
 platform's every rendered resource is accepted by Kubernetes 1.35 itself, with the project's
 CRDs installed; and what only the server can see (a selector its template does not match, an
 unknown field under strict validation) becomes a finding naming the file, resource and field."""
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 from tests.test_validate_policies import good_deployment, write_fixture
 
 

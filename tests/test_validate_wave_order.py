@@ -15,7 +15,7 @@ from mlopsctl.base.config import load_config
 from mlopsctl.base.resources import parse_render
 from mlopsctl.validate.findings import RootState
 from mlopsctl.validate.wave_order import check_wave_order
-from tests.conftest import edit_yaml
+from tests.support.trees import edit_yaml
 
 ENVIRONMENTS = ("local", "staging", "production")
 

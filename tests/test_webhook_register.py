@@ -22,8 +22,8 @@ import pytest
 from mlopsctl.base.errors import RegistryError
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.service.webhooks import RELEVANT_EVENTS
-from tests.loopback import QuietHandler, serving
-from tests.mlflow_fixtures import MlflowServer
+from tests.support.loopback import QuietHandler, serving
+from tests.support.mlflow_fixtures import MlflowServer
 
 pytestmark = pytest.mark.parametrize("mlflow_server", ["sqlite", "postgresql"], indirect=True)
 

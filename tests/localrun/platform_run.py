@@ -23,7 +23,7 @@ import pytest
 from mlopsctl.localrun.kubelet import Pod
 from mlopsctl.localrun.network import connect_inside
 from mlopsctl.localrun.run import Forward, LocalRun, Settings, snapshot_working_tree
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 MODEL = "iris-classifier"
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]

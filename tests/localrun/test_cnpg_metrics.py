@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlopsctl.localrun import cnpg_metrics
-from tests.mlflow_fixtures import PostgresCluster, free_port
+from tests.support.mlflow_fixtures import PostgresCluster, free_port
 
 EXPORTER = Path(cnpg_metrics.__file__)
 

@@ -18,7 +18,7 @@ from mlopsctl.localrun.dockerfile import (
     parse_dockerfile,
     parse_dockerignore,
 )
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 PIP_ENVIRONMENT = (
     ("PYTHONDONTWRITEBYTECODE", "1"),

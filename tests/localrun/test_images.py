@@ -34,7 +34,7 @@ from mlopsctl.localrun.images import (
     build_image,
     default_cache_dir,
 )
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 

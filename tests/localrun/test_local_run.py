@@ -21,14 +21,14 @@ from urllib.parse import urlparse
 import yaml
 
 from mlopsctl.localrun import workloads
-from tests.chromium import page_text_and_screenshot
-from tests.dashboards import DASHBOARD_FILES, load, queries
 from tests.localrun.platform_run import (
     MODEL,
     RunningPlatform,
     request_inside,
     wait_for,
 )
+from tests.support.chromium import page_text_and_screenshot
+from tests.support.dashboards import DASHBOARD_FILES, load, queries
 
 _URL = re.compile(r"https?://[^\s\"',]+")
 WEBHOOK_BLOCKED = (
@@ -318,7 +318,7 @@ def test_every_workload_of_the_environment_is_understood():
     from mlopsctl.base import toolchain
     from mlopsctl.base.kustomize import render_root
     from mlopsctl.base.resources import parse_render
-    from tests.conftest import REPOSITORY
+    from tests.support.paths import REPOSITORY
 
     tools = toolchain.resolve(toolchain.default_tools_dir(REPOSITORY))
     uses = []

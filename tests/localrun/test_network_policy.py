@@ -24,7 +24,7 @@ from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun import network_policy
 from mlopsctl.localrun.model import ContainerPort, PodAddress
 from mlopsctl.localrun.network_policy import AllowedFlows, Denial, allowed_flows
-from tests.conftest import REPOSITORY, TOOLS_DIR
+from tests.support.paths import REPOSITORY, TOOLS_DIR
 
 LOCAL_COMPONENTS = (
     "platform",

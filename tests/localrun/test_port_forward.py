@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlopsctl.localrun.network import PortForward
-from tests.loopback import QuietHandler, serving
+from tests.support.loopback import QuietHandler, serving
 
 
 class Hello(QuietHandler):

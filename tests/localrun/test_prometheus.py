@@ -20,8 +20,8 @@ from mlopsctl.base import kustomize, resources, toolchain
 from mlopsctl.base.errors import LocalRunError, UnsupportedManifest
 from mlopsctl.localrun import prometheus, prometheus_config, workloads
 from mlopsctl.localrun.model import ContainerPort, PodAddress, Service
-from tests.conftest import REPOSITORY
-from tests.loopback import QuietHandler, serving
+from tests.support.loopback import QuietHandler, serving
+from tests.support.paths import REPOSITORY
 
 ROOTS = (
     "overlays/local/mlflow-tracking",

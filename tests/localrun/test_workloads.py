@@ -18,7 +18,7 @@ from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun import operators, workloads
 from mlopsctl.localrun.model import Container, ObjectReference, Service, ServicePort
 from mlopsctl.localrun.run import RunImages
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 TOOLS = toolchain.resolve(toolchain.default_tools_dir(REPOSITORY))
 COMPONENTS = ("platform", "postgres", "mlflow-tracking", "model-server", "promoter", "streamlit")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.loopback import QuietHandler, serving
+from tests.support.loopback import QuietHandler, serving
 
 TOKEN = "test-token"
 REPOSITORY = "example-org/mlops-platform"

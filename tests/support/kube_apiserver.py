@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import TOOLS_DIR
+from tests.support.paths import TOOLS_DIR
 
 START_SECONDS = 90
 

@@ -12,7 +12,7 @@ import yaml
 
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.resources import parse_render
-from tests.conftest import REPOSITORY, TOOLS_DIR
+from tests.support.paths import REPOSITORY, TOOLS_DIR
 
 
 class ChartWorkload(NamedTuple):

@@ -1,5 +1,5 @@
 """What Argo CD's controller and the kubelet would write, for tests against the real
-kube-apiserver (tests/kube_apiserver.py). Those two cannot run here: the tests write the
+kube-apiserver (tests/support/kube_apiserver.py). Those two cannot run here: the tests write the
 Application's status (sync, health, the last operation) and the Deployment's status (replicas
 ready and updated) as they would, through the status subresource; everything else (the API
 server, the project's CRDs, the Deployment and the pinned ConfigMap it reads) is real.
@@ -15,7 +15,7 @@ import pytest
 
 from mlopsctl.base.kubeapi import KubeApi
 from mlopsctl.validate import server_validation
-from tests.kube_apiserver import TestApiServer
+from tests.support.kube_apiserver import TestApiServer
 
 ENVIRONMENT = "local"
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 DASHBOARD_FILES = sorted(REPOSITORY.glob("base/*/dashboards/*.json"))
 
