@@ -36,7 +36,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class PlatformRunTogether(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            if path.startswith("tests/localrun/") or path == "tests/test_demo.py":
+            if path.startswith("tests/mlopsctl/localrun/") or path == "tests/scripts/test_demo.py":
                 return "platform-run"
             return nodeid
 

@@ -1,7 +1,7 @@
 """The Grafana dashboards the platform ships: valid, loadable by the chart's sidecar from every
 environment, the data source a template variable, a unit on every panel, and every query parsed
 by promtool. (That each query returns series is checked in the local run of the platform:
-tests/localrun/test_local_run.py.)"""
+tests/mlopsctl/localrun/test_local_run.py.)"""
 
 from __future__ import annotations
 

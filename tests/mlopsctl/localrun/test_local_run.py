@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import yaml
 
 from mlopsctl.localrun import workloads
-from tests.localrun.platform_run import (
+from tests.mlopsctl.localrun.platform_run import (
     MODEL,
     RunningPlatform,
     request_inside,

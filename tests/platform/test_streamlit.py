@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.platform.test_model_server_wrapper import deployment_arguments, placeholder, serving
 from tests.support.chromium import page_text_and_screenshot
 from tests.support.mlflow_fixtures import MlflowServer, free_port
 from tests.support.paths import REPOSITORY
-from tests.test_model_server_wrapper import deployment_arguments, placeholder, serving
 
 APP = REPOSITORY / "images/streamlit/app.py"
 ARTIFACTS = REPOSITORY / "build/test-artifacts"

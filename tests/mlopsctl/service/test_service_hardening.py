@@ -28,12 +28,12 @@ from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
 from mlopsctl.service import webhooks
 from mlopsctl.validate.engine import edit_findings
-from tests import test_service
+from tests.mlopsctl.service import test_service
+from tests.mlopsctl.service.test_service import SECRET, metric_total, signed, wait_for
 from tests.support.github_standin import REPOSITORY as GITHUB_REPOSITORY
 from tests.support.github_standin import TOKEN as GITHUB_TOKEN
 from tests.support.github_standin import GitHubStandIn
 from tests.support.paths import TOOLS_DIR
-from tests.test_service import SECRET, metric_total, signed, wait_for
 
 EVENT = json.dumps(
     {

@@ -1,7 +1,7 @@
 """The registry client's behaviour when MLflow is away, slow, or answers nonsense.
 
 The servers here are thin loopback stand-ins for a broken or missing registry; what a real
-MLflow answers is in tests/test_registry_errors.py.
+MLflow answers is in tests/mlopsctl/base/test_registry_errors.py.
 """
 
 from __future__ import annotations
