@@ -1,4 +1,5 @@
-"""Tests, mirroring scripts/mlopsctl; benchmarks in tests/benchmarks."""
+"""Tests by audience: mlopsctl/ mirrors scripts/mlopsctl, platform/ the manifests and images,
+scripts/ the demo and its helpers; support/ what they share; benchmarks/ for `make bench`."""
 
 import sys
 from pathlib import Path

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.mlflow_fixtures import MlflowServer, start_server, stop_server
+from tests.support.mlflow_fixtures import MlflowServer, start_server, stop_server
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PROMOTIONS = 30
@@ -154,7 +154,7 @@ def live_status_at_scale(
     200 pins from one ConfigMap."""
     from mlopsctl.base.kubeapi import KubeApi
     from mlopsctl.validate import server_validation
-    from tests import cluster_writes, kube_apiserver
+    from tests.support import cluster_writes, kube_apiserver
 
     run("git", "init", "--quiet", "--initial-branch=main", cwd=repository)
     run("git", "add", ".", cwd=repository)

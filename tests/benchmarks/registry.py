@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.mlflow_fixtures import start_server, stop_server
+from tests.support.mlflow_fixtures import start_server, stop_server
 
 ROUNDS = 7
 WARM_READS = 20

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from tests.benchmarks.promotion import MLOPSCTL, REPOSITORY, percentile, platform_remote, run
-from tests.mlflow_fixtures import free_port, start_server, stop_server
+from tests.support.mlflow_fixtures import free_port, start_server, stop_server
 
 SAMPLES = 30
 BURST = 200

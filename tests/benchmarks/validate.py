@@ -74,7 +74,7 @@ def main() -> int:
 
 
 def server_against_plain(validate_command: list[str]) -> None:
-    from tests import kube_apiserver
+    from tests.support import kube_apiserver
 
     with tempfile.TemporaryDirectory(prefix="bench-kube-apiserver-") as scratch:
         started = time.perf_counter()

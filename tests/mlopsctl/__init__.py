@@ -1,0 +1,1 @@
+"""Tests of scripts/mlopsctl, one directory per subpackage, one module per module."""

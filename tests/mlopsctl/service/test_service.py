@@ -1,0 +1,390 @@
+"""`mlopsctl serve` with a real MLflow server sending real webhooks, and real bare remotes."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mlopsctl.service import webhooks
+from tests.support.cluster_writes import deploy
+from tests.support.mlflow_fixtures import MlflowServer, free_port, start_server, stop_server
+from tests.support.platform_fixtures import Platform, git
+
+SECRET = "a-webhook-secret-for-tests"
+MLOPSCTL = str(Path(sys.executable).parent / "mlopsctl")
+
+
+def metric_total(metrics_text: str, name: str) -> float:
+    """The sum of every sample of `name` (a prefix: a metric, or a metric and some labels)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {seconds} s")
+
+
+class Promoter:
+    def __init__(
+        self, platform: Platform, mlflow_url: str, interval: float, log: Path, *extra: str
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process = subprocess.Popen(
+            [
+                MLOPSCTL,
+                "serve",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--remote",
+                str(platform.remote),
+                "--mlflow-uri",
+                mlflow_url,
+                "--interval",
+                str(interval),
+                "--environments",
+                "local",
+                *extra,
+            ],
+            env={**os.environ, "MLOPSCTL_WEBHOOK_SECRET": SECRET},
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: self.get("/healthz")[0] == 200, 30, "the promoter answering /healthz")
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            return 0, ""
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+        request = urllib.request.Request(self.url + "/webhooks/mlflow", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def metric(self, name: str) -> float:
+        _status, text = self.get("/metrics")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # fail, but leave no promoter behind for the other tests
+            self.process.wait(timeout=10)
+            raise
+
+
+@pytest.fixture
+def start_promoter(tmp_path: Path) -> Iterator[Callable[..., Promoter]]:
+    started: list[Promoter] = []
+
+    def start(platform: Platform, mlflow_url: str, interval: float = 3600, *extra: str) -> Promoter:
+        promoter = Promoter(
+            platform, mlflow_url, interval, tmp_path / f"promoter-{len(started)}.log", *extra
+        )
+        started.append(promoter)
+        return promoter
+
+    yield start
+    for promoter in started:
+        promoter.stop()
+
+
+def promotions_on_main(platform: Platform) -> list[str]:
+    return [subject for subject in platform.log() if subject.startswith("promote(")]
+
+
+def register_webhook(cli, promoter: Promoter, mlflow_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_WEBHOOK_SECRET", SECRET)
+    result = cli(
+        "webhook",
+        "register",
+        "--url",
+        f"{promoter.url}/webhooks/mlflow",
+        "--mlflow-uri",
+        mlflow_url,
+    )
+    assert result.exit_code == 0, result.stderr
+
+
+def test_an_alias_move_lands_through_the_webhook(
+    cli, platform, mlflow_server: MlflowServer, start_promoter, monkeypatch
+):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    promoter = start_promoter(platform, mlflow_server.url)  # no timer within the test
+    register_webhook(cli, promoter, mlflow_server.url, monkeypatch)
+    time.sleep(1.5)  # MLflow's webhook cache (1 s in these tests) sees the new webhook
+    second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    wait_for(lambda: platform.pin("local") == second, 30, "the webhook-driven commit")
+    assert promotions_on_main(platform) == [f"promote(local): {platform.model} v0 -> v{second}"]
+    assert promoter.metric('mlopsctl_webhook_requests_total{result="accepted"}') >= 1
+    # The pass records its metrics just after the push the test saw.
+    wait_for(
+        lambda: promoter.metric('mlopsctl_promotions_total{environment="local"') >= 1,
+        10,
+        "the promotion counted",
+    )
+    assert promoter.metric("mlopsctl_last_successful_reconcile_timestamp_seconds") > 0
+    status, body = promoter.get("/readyz")
+    assert (status, json.loads(body)["checks"]) == (200, {"git": "ok", "mlflow": "ok"})
+
+
+def test_the_reconcile_timer_alone_lands_it(cli, platform, mlflow_server, start_promoter):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    start_promoter(platform, mlflow_server.url, interval=2)
+    second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    wait_for(lambda: platform.pin("local") == second, 30, "the timer-driven commit")
+    assert len(promotions_on_main(platform)) == 1
+
+
+def test_it_heals_after_mlflow_restarts(platform, tmp_path: Path, start_promoter):
+    directory = tmp_path / "mlflow"
+    directory.mkdir()
+    backend = f"sqlite:///{directory / 'mlflow.db'}"
+    port = free_port()
+    server = start_server(directory, backend, port)
+    try:
+        server.register(platform.model, {"accuracy": 0.9})
+        promoter = start_promoter(platform, server.url, interval=1)
+        stop_server(server)
+        wait_for(lambda: promoter.get("/readyz")[0] == 503, 30, "readiness dropping")
+        assert "mlflow" in json.loads(promoter.get("/readyz")[1])["checks"]
+        server = start_server(directory, backend, port)
+        second = server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+        wait_for(lambda: platform.pin("local") == second, 60, "the commit after the restart")
+        wait_for(lambda: promoter.get("/readyz")[0] == 200, 30, "readiness coming back")
+        assert promoter.metric('mlopsctl_reconcile_passes_total{result="error"') >= 1
+    finally:
+        stop_server(server)
+
+
+def test_the_promoter_tags_the_version_that_runs_in_its_cluster(
+    platform, mlflow_server, start_promoter, api_server, kube
+):
+    """Argo CD and the kubelet are stood in for as in tests/support/cluster_writes.py."""
+    version = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    kubeconfig = str(api_server.kubeconfig)
+    promoter = start_promoter(platform, mlflow_server.url, 2, "--kubeconfig", kubeconfig)
+    wait_for(lambda: platform.pin("local") == version, 30, "the promotion")
+    commit = git(platform.remote, "rev-parse", "main").strip()
+    client = mlflow_server.client()
+    assert "deployed.local" not in client.get_model_version(platform.model, version).tags
+    deploy(kube, version, platform.model, commit)
+    wait_for(
+        lambda: (
+            client.get_model_version(platform.model, version).tags.get("deployed.local") == commit
+        ),
+        30,
+        "the deployment tag",
+    )
+    assert promoter.metric('mlopsctl_deployment_tags_total{environment="local",result="set"}') >= 2
+    assert (
+        promoter.metric('mlopsctl_deployment_tags_total{environment="local",result="error"}') == 0
+    )
+
+
+def test_a_cluster_it_cannot_read_is_said_and_counted(
+    platform, mlflow_server, start_promoter, api_server, tmp_path
+):
+    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    kubeconfig = api_server.unreachable_kubeconfig(tmp_path / "kubeconfig")
+    promoter = start_promoter(platform, mlflow_server.url, 3600, "--kubeconfig", str(kubeconfig))
+    wait_for(
+        lambda: (
+            promoter.metric('mlopsctl_deployment_tags_total{environment="local",result="error"}')
+            >= 1
+        ),
+        60,
+        "the failed read counted",
+    )
+    assert "deployment tags (startup): local: not written: " in promoter.log.read_text()
+    assert "cannot reach the API server" in promoter.log.read_text()
+
+
+def test_a_bad_kubeconfig_stops_the_start(platform, mlflow_server, tmp_path):
+    completed = subprocess.run(
+        [
+            MLOPSCTL,
+            "serve",
+            "--remote",
+            str(platform.remote),
+            "--mlflow-uri",
+            mlflow_server.url,
+            "--environments",
+            "local",
+            "--kubeconfig",
+            str(tmp_path / "missing"),
+        ],
+        env={**os.environ, "MLOPSCTL_WEBHOOK_SECRET": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode != 0
+    assert f"{tmp_path / 'missing'}: cannot read the kubeconfig" in completed.stderr
+
+
+def signed(
+    body: bytes, delivery_id: str | None = None, timestamp: int | None = None, secret: str = SECRET
+) -> dict[str, str]:
+    delivery_id = delivery_id or str(uuid.uuid4())
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        webhooks.DELIVERY_HEADER: delivery_id,
+        webhooks.TIMESTAMP_HEADER: stamp,
+        webhooks.SIGNATURE_HEADER: webhooks.signature(secret, delivery_id, stamp, body),
+    }
+
+
+def test_bad_requests_are_rejected_and_commit_nothing(platform, mlflow_server, start_promoter):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    promoter = start_promoter(platform, mlflow_server.url)
+    wait_for(lambda: promoter.metric("mlopsctl_reconcile_passes_total") >= 1, 30, "the first pass")
+    # The alias moves, but nothing valid tells the promoter: nothing may land.
+    mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    before = platform.log()
+    event = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "data": {"name": platform.model, "alias": "challenger", "version": "2"},
+        }
+    ).encode()
+
+    status, answer = promoter.post(event, signed(event, secret="not-the-secret-at-all"))
+    assert (status, answer["result"]) == (401, "bad_signature")
+    status, answer = promoter.post(event, signed(event, timestamp=int(time.time()) - 3600))
+    assert (status, answer["result"]) == (401, "stale")
+    tampered = event.replace(b"challenger", b"champion!!")
+    headers = signed(event)
+    assert promoter.post(tampered, headers)[0] == 401
+    assert promoter.post(b"{not json", signed(b"{not json"))[0] == 400
+    no_signature = {k: v for k, v in signed(event).items() if k != webhooks.SIGNATURE_HEADER}
+    status, answer = promoter.post(event, no_signature)
+    assert status == 400 and "X-MLflow-Signature" in answer["error"]
+    oversized = b"{" + b" " * (webhooks.MAX_BODY_BYTES + 10) + b"}"
+    assert promoter.post(oversized, signed(oversized))[0] == 413
+    other = json.dumps({"entity": "prompt", "action": "created", "data": {}}).encode()
+    status, answer = promoter.post(other, signed(other))
+    assert (status, answer["result"]) == (202, "ignored")
+    time.sleep(2)
+    assert platform.log() == before
+    assert promoter.metric("mlopsctl_reconcile_passes_total") == 1  # only the startup pass
+
+    # A valid delivery lands it, and its replay is dropped.
+    headers = signed(event)
+    assert promoter.post(event, headers)[1]["result"] == "accepted"
+    assert promoter.post(event, headers)[1]["result"] == "duplicate"
+    wait_for(lambda: platform.pin("local") == "2", 30, "the commit from the valid delivery")
+    assert len(promotions_on_main(platform)) == 1
+    for result in ("bad_signature", "stale", "malformed", "too_large", "ignored", "duplicate"):
+        assert promoter.metric(f'mlopsctl_webhook_requests_total{{result="{result}"}}') >= 1, result
+
+
+def test_sigterm_stops_it_cleanly_and_a_restart_resumes(platform, mlflow_server, start_promoter):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    promoter = start_promoter(platform, mlflow_server.url)
+    assert promoter.stop() == 0
+    assert "stopped" in promoter.log.read_text()
+    second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    start_promoter(platform, mlflow_server.url)  # its startup pass catches up
+    wait_for(lambda: platform.pin("local") == second, 30, "the commit after the restart")
+
+
+def _tgkill(pid: int, thread_id: int, signal_number: int) -> None:
+    """A signal to one thread of another process (the kernel otherwise picks the thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_TGKILL, pid, thread_id, signal_number) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+SYS_TGKILL = 234  # x86_64
+
+
+def test_sigterm_delivered_to_another_thread_still_stops_it(
+    platform, mlflow_server, start_promoter
+):
+    """The kernel may hand SIGTERM to any thread of the process; the main thread must still run
+    the handler (it once waited untimed on an event and never did: the pod would be killed at
+    the end of its grace period, mid-pass)."""
+    promoter = start_promoter(platform, mlflow_server.url)
+    pid = promoter.process.pid
+    [thread, *_others] = sorted(
+        int(task.name) for task in Path(f"/proc/{pid}/task").iterdir() if int(task.name) != pid
+    )
+    _tgkill(pid, thread, signal.SIGTERM)
+    assert promoter.process.wait(timeout=60) == 0
+    log = promoter.log.read_text()
+    assert "received SIGTERM: finishing the pass in flight" in log
+    assert log.rstrip().endswith("stopped")
+
+
+def test_two_replicas_land_one_commit(cli, platform, mlflow_server, start_promoter, monkeypatch):
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    first = start_promoter(platform, mlflow_server.url, interval=1)
+    start_promoter(platform, mlflow_server.url, interval=1)
+    second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    wait_for(lambda: platform.pin("local") == second, 30, "the commit")
+    time.sleep(3)  # both replicas pass again: neither may add a commit
+    assert promotions_on_main(platform) == [f"promote(local): {platform.model} v0 -> v{second}"]
+    assert first.metric("mlopsctl_reconcile_passes_total") >= 2
+
+
+def test_webhook_registration_is_idempotent(cli, mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLOPSCTL_WEBHOOK_SECRET", SECRET)
+    arguments = (
+        "webhook",
+        "register",
+        "--url",
+        "http://127.0.0.1:9/webhooks/mlflow",
+        "--name",
+        "idempotence-check",
+        "--mlflow-uri",
+        mlflow_server.url,
+    )
+    assert "created" in cli(*arguments).stdout
+    assert "updated" in cli(*arguments).stdout
+    hooks = [h for h in mlflow_server.client().list_webhooks() if h.name == "idempotence-check"]
+    assert len(hooks) == 1
+    assert {(e.entity.value, e.action.value) for e in hooks[0].events} == set(
+        webhooks.RELEVANT_EVENTS
+    )
+    monkeypatch.setenv("MLOPSCTL_WEBHOOK_SECRET", "short")
+    assert cli(*arguments).exit_code == 2

@@ -1,0 +1,1 @@
+"""Tests of the platform itself: manifests, images, workflows, dashboards, monitoring values."""

@@ -1,0 +1,36 @@
+"""What every test starts from (autouse): the pinned tools, and MLflow's HTTP settings as a
+fresh process has them."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlopsctl.base import registry
+from mlopsctl.base.toolchain import TOOLS_DIR_VARIABLE
+from tests.support.paths import TOOLS_DIR
+
+
+@pytest.fixture(autouse=True)
+def pinned_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test uses the repository's pinned tools, wherever it builds a tree."""
+    if not (TOOLS_DIR / "bin" / "kubectl").is_file():
+        pytest.fail("the pinned tools are missing: run `make setup` (make test does it)")
+    monkeypatch.setenv(TOOLS_DIR_VARIABLE, str(TOOLS_DIR))
+
+
+@pytest.fixture(autouse=True)
+def mlflow_http_settings_of_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a fresh process would: none of MLflow's HTTP variables set and
+    nothing remembered by `mlopsctl.base.registry` of writing them; both come back after the test.
+
+    The registry sets these variables around each call and remembers what it wrote, so that it
+    never takes its own value for the operator's. Carried from test to test, what one test's
+    monkeypatch put back (a value the registry no longer remembers writing) was taken for the
+    operator's by the next test's registry: a leftover "0" retries made a webhook create fail,
+    and a default of 4 attempts read as another number. No real process puts variables back
+    behind its own back.
+    """
+    for name in (registry.TIMEOUT_VARIABLE, registry.RETRIES_VARIABLE, registry.BACKOFF_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(registry, "_written", {})
+    monkeypatch.setattr(registry, "_operator_values", {})
