@@ -75,6 +75,25 @@ def deploy(
     )
 
 
+def application(environment: str, component: str, namespace: str) -> dict[str, Any]:
+    """The Application `<component>-<environment>` as apps/<environment> renders it, in the
+    fields these tests and `status --live` read."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": f"{component}-{environment}", "namespace": "argocd"},
+        "spec": {
+            "project": "platform",
+            "source": {
+                "repoURL": "https://github.com/example-org/mlops-platform.git",
+                "targetRevision": "main",
+                "path": f"overlays/{environment}/{component}",
+            },
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
+        },
+    }
+
+
 def deploy_models(
     kube: KubeApi,
     environment: str,
@@ -95,20 +114,7 @@ def deploy_models(
     name = f"{component}-{environment}"
     for body in (
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-        {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Application",
-            "metadata": {"name": name, "namespace": "argocd"},
-            "spec": {
-                "project": "platform",
-                "source": {
-                    "repoURL": "https://github.com/example-org/mlops-platform.git",
-                    "targetRevision": "main",
-                    "path": f"overlays/{environment}/{component}",
-                },
-                "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
-            },
-        },
+        application(environment, component, namespace),
     ):
         apply(kube, body)
     write_status(

@@ -48,6 +48,7 @@ from mlopsctl.validate.crds import crd
 from mlopsctl.validate.schemas.store import PROJECT_SCHEMA_DIR
 from tests.support import kube_apiserver
 from tests.support.cli import CliResult
+from tests.support.cluster_writes import application
 from tests.support.kube_apiserver import TestApiServer
 from tests.support.paths import TOOLS_DIR
 
@@ -281,24 +282,9 @@ def write_status(kube: KubeApi, name: str, sync: str, health: str, **operation: 
 
 def create_application(kube: KubeApi, name: str) -> None:
     """A child Application, as the root Application would create it from apps/local."""
+    component = name.removesuffix("-" + ENVIRONMENT)
     refusal = kube.apply(
-        {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Application",
-            "metadata": {"name": name, "namespace": "argocd"},
-            "spec": {
-                "project": "platform",
-                "source": {
-                    "repoURL": "https://github.com/example-org/mlops-platform.git",
-                    "targetRevision": "main",
-                    "path": f"overlays/{ENVIRONMENT}/{name.removesuffix('-' + ENVIRONMENT)}",
-                },
-                "destination": {
-                    "server": "https://kubernetes.default.svc",
-                    "namespace": "ml-platform",
-                },
-            },
-        },
+        application(ENVIRONMENT, component, "ml-platform"),
         "argocd",
         dry_run=False,
     )

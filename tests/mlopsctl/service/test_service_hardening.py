@@ -98,6 +98,8 @@ def promoter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessPromoter]:
     running = service.Service(settings, ("127.0.0.1", 0))
     running.start()
     try:
+        # The startup pass runs on the worker thread: the tests count passes from after it.
+        wait_for(lambda: passes == ["reconcile"], 30, "the startup pass")
         yield InProcessPromoter(running, log, passes)
     finally:
         running.stop()
