@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.support.github_standin",
     "tests.support.kube_apiserver",
     "tests.support.cluster_writes",
+    "tests.support.promoter",
 ]
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.platform.test_model_server_wrapper import deployment_arguments, placeholder, serving
 from tests.support.chromium import page_text_and_screenshot
 from tests.support.mlflow_fixtures import MlflowServer, free_port
+from tests.support.model_server import deployment_arguments, placeholder, serving
 from tests.support.paths import REPOSITORY
 
 APP = REPOSITORY / "images/streamlit/app.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -97,3 +98,14 @@ def platform(platform_copy: Path) -> Platform:
     remote = platform_copy.parent / "remote.git"
     git(platform_copy.parent, "clone", "--quiet", "--bare", str(platform_copy), str(remote))
     return Platform(platform_copy, remote, model)
+
+
+def start_pinned_at(platform: Platform, version: str) -> None:
+    """Every model pin on main at `version`, as if promoted before: the committed pins are 0
+    (nothing promoted), and these tests are about what happens once something was."""
+    for path in platform.checkout.glob("overlays/*/*/kustomization.yaml"):
+        text = path.read_text()
+        path.write_text(
+            re.sub(rf"models:/{platform.model}/[0-9]+", f"models:/{platform.model}/{version}", text)
+        )
+    platform.commit_and_push(f"pinned at v{version}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -15,7 +14,7 @@ from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.promote.gates import refusals, uncompared
 from tests.support.mlflow_fixtures import MlflowServer
 from tests.support.paths import REPOSITORY
-from tests.support.platform_fixtures import Platform, git
+from tests.support.platform_fixtures import Platform, git, start_pinned_at
 
 # Every test here runs against MLflow on sqlite and on a real PostgreSQL server.
 pytestmark = pytest.mark.parametrize("mlflow_server", ["sqlite", "postgresql"], indirect=True)
@@ -23,17 +22,6 @@ pytestmark = pytest.mark.parametrize("mlflow_server", ["sqlite", "postgresql"], 
 
 def promote(cli, platform: Platform, server: MlflowServer, *extra: str):
     return platform.command(cli, "promote", server.url, *extra)
-
-
-def start_pinned_at(platform: Platform, version: str) -> None:
-    """Every model pin on main at `version`, as if promoted before: the committed pins are 0
-    (nothing promoted), and these tests are about what happens once something was."""
-    for path in platform.checkout.glob("overlays/*/*/kustomization.yaml"):
-        text = path.read_text()
-        path.write_text(
-            re.sub(rf"models:/{platform.model}/[0-9]+", f"models:/{platform.model}/{version}", text)
-        )
-    platform.commit_and_push(f"pinned at v{version}")
 
 
 def test_the_first_promotion_moves_a_pin_of_0_and_never_asks_mlflow_for_version_0(

@@ -23,11 +23,10 @@ from mlopsctl.base.registry import MlflowRegistry, ModelVersion
 from mlopsctl.promote import flows
 from mlopsctl.promote.landing import OutcomeKind, Report
 from mlopsctl.validate.engine import edit_findings
-from tests.mlopsctl.promote.test_promote import start_pinned_at
 from tests.support.github_standin import REPOSITORY, TOKEN, GitHubStandIn
 from tests.support.mlflow_fixtures import MlflowServer
 from tests.support.paths import TOOLS_DIR
-from tests.support.platform_fixtures import Platform, git
+from tests.support.platform_fixtures import Platform, git, start_pinned_at
 
 LOCAL_MODEL_SERVER = "overlays/local/model-server/kustomization.yaml"
 

@@ -28,12 +28,11 @@ from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
 from mlopsctl.service import webhooks
 from mlopsctl.validate.engine import edit_findings
-from tests.mlopsctl.service import test_service
-from tests.mlopsctl.service.test_service import SECRET, metric_total, signed, wait_for
 from tests.support.github_standin import REPOSITORY as GITHUB_REPOSITORY
 from tests.support.github_standin import TOKEN as GITHUB_TOKEN
 from tests.support.github_standin import GitHubStandIn
 from tests.support.paths import TOOLS_DIR
+from tests.support.promoter import SECRET, metric_total, signed, wait_for
 
 EVENT = json.dumps(
     {
@@ -43,7 +42,6 @@ EVENT = json.dumps(
     }
 ).encode()
 # The `mlopsctl serve` subprocess fixture of the service tests, used here as it is there.
-start_promoter = test_service.start_promoter
 # Put in every body below: a refusal's log line must never carry it.
 BODY_MARKER = "body-marker-that-must-not-be-logged"
 

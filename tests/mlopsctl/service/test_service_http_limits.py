@@ -29,9 +29,9 @@ from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
 from mlopsctl.service.http import HttpLimits, ReadinessCache
-from tests.mlopsctl.service.test_service import SECRET, metric_total, signed, wait_for
 from tests.support.loopback import QuietHandler, serving
 from tests.support.paths import TOOLS_DIR
+from tests.support.promoter import SECRET, metric_total, signed, wait_for
 
 BODY_MARKER = "body-marker-that-must-not-be-logged"
 STALLED_CONNECTIONS = 100

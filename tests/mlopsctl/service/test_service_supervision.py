@@ -18,10 +18,10 @@ from mlopsctl import service
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from tests.mlopsctl.service.test_service import MLOPSCTL, SECRET, promotions_on_main, wait_for
 from tests.support.mlflow_fixtures import MlflowServer, free_port
 from tests.support.paths import TOOLS_DIR
 from tests.support.platform_fixtures import Platform, git
+from tests.support.promoter import MLOPSCTL, SECRET, promotions_on_main, wait_for
 
 
 def unreviewed_branch(platform: Platform, name: str) -> None:

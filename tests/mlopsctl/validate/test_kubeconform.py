@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mlopsctl.base import toolchain
 from mlopsctl.validate.schemas.store import kubeconform_problems, kubeconform_schema_dir
-from tests.mlopsctl.validate.test_policies import good_deployment, write_fixture
 from tests.support.paths import TOOLS_DIR
+from tests.support.workload_fixture import good_deployment, write_fixture
 
 
 def test_validate_uses_the_pinned_kubeconform(cli, tmp_path: Path):

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.mlopsctl.validate.test_policies import good_deployment, write_fixture
 from tests.support.paths import REPOSITORY
+from tests.support.workload_fixture import good_deployment, write_fixture
 
 
 def server_validate(cli, repository: Path, kubeconfig: Path, *extra: str) -> tuple[int, Any]:
