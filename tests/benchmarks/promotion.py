@@ -34,6 +34,20 @@ def run(*command: str, cwd: Path | None = None) -> str:
     return subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
+def commit(directory: Path, message: str) -> None:
+    run(
+        "git",
+        "-c",
+        "user.name=b",
+        "-c",
+        "user.email=b@example.test",
+        "commit",
+        "-qm",
+        message,
+        cwd=directory,
+    )
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -82,17 +96,7 @@ def promotion_latency(server: MlflowServer, scratch: Path) -> None:
         started = time.perf_counter()
         (floor_clone / "floor.txt").write_text(str(index))
         run("git", "add", "floor.txt", cwd=floor_clone)
-        run(
-            "git",
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@example.test",
-            "commit",
-            "-qm",
-            "floor",
-            cwd=floor_clone,
-        )
+        commit(floor_clone, "floor")
         run("git", "push", "--quiet", "origin", "HEAD:main", cwd=floor_clone)
         run(KUBECTL, "kustomize", str(overlay))
         floors.append(time.perf_counter() - started)
@@ -158,17 +162,7 @@ def live_status_at_scale(
 
     run("git", "init", "--quiet", "--initial-branch=main", cwd=repository)
     run("git", "add", ".", cwd=repository)
-    run(
-        "git",
-        "-c",
-        "user.name=b",
-        "-c",
-        "user.email=b@example.test",
-        "commit",
-        "-qm",
-        "pins",
-        cwd=repository,
-    )
+    commit(repository, "pins")
     revision = run("git", "rev-parse", "HEAD", cwd=repository).strip()
     with tempfile.TemporaryDirectory(prefix="bench-kube-apiserver-") as scratch:
         server = kube_apiserver.start(Path(scratch))
