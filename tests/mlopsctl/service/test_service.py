@@ -42,6 +42,8 @@ def test_an_alias_move_lands_through_the_webhook(
 ):
     mlflow_server.register(platform.model, {"accuracy": 0.9})
     promoter = start_promoter(platform, mlflow_server.url)  # no timer within the test
+    # The alias must move after the startup pass, or that pass may land it instead of the webhook.
+    wait_for(lambda: promoter.metric("mlopsctl_reconcile_passes_total") >= 1, 60, "startup pass")
     register_webhook(cli, promoter, mlflow_server.url, monkeypatch)
     time.sleep(1.5)  # MLflow's webhook cache (1 s in these tests) sees the new webhook
     second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
