@@ -66,3 +66,31 @@ def drop_application(repository: Path, environment: str, component: str) -> None
         f"metadata:\n  name: {component}\n"
     )
     patch_applications(repository, environment, {"patch": patch})
+
+
+def minimal_remote(directory: Path) -> Path:
+    """A bare remote whose main holds a minimal mlopsctl.yaml: what a promoter's pass checks
+    out and reads before the work it does there (which the tests that use it replace)."""
+    import subprocess
+
+    checkout = write_tree(directory / "minimal-checkout", {"mlopsctl.yaml": MINIMAL_CONFIG})
+    remote = directory / "minimal-remote.git"
+    for arguments in (
+        ["init", "--quiet", "--initial-branch=main", str(checkout)],
+        ["-C", str(checkout), "add", "."],
+        [
+            "-C",
+            str(checkout),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.test",
+            "commit",
+            "--quiet",
+            "-m",
+            "config",
+        ],
+        ["clone", "--quiet", "--bare", str(checkout), str(remote)],
+    ):
+        subprocess.run(["git", *arguments], check=True, capture_output=True)
+    return remote

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlopsctl.base import timings
 from mlopsctl.base.errors import GitError, GitTimeout, MlopsctlError
 
 # Whole-command deadlines. Network commands wait on someone else; local ones only on this
@@ -272,13 +273,29 @@ def _run(
     timeout_seconds: float | None,
     credentials: Credentials = NO_CREDENTIALS,
 ) -> subprocess.CompletedProcess[str]:
-    subcommand, positional = _subcommand(arguments)
+    subcommand, _positional = _subcommand(arguments)
     network = subcommand in NETWORK_COMMANDS
     if timeout_seconds is not None:
         seconds = _checked_seconds(timeout_seconds, "timeout_seconds")
     else:
         seconds = network_timeout_seconds() if network else LOCAL_TIMEOUT_SECONDS
     command = ["git", *arguments]
+    # Push apart: it is the one step every promotion must pay; the other network commands
+    # (fetch, clone, ls-remote) are what a mirror saves.
+    name = "push" if subcommand == "push" else "git fetch" if network else "git"
+    with timings.phase(name):
+        return _run_bounded(command, directory, seconds, credentials, timeout_seconds is None)
+
+
+def _run_bounded(
+    command: list[str],
+    directory: Path | None,
+    seconds: float,
+    credentials: Credentials,
+    default_deadline: bool,
+) -> subprocess.CompletedProcess[str]:
+    subcommand, positional = _subcommand(command[1:])
+    network = subcommand in NETWORK_COMMANDS
     process = subprocess.Popen(
         command,
         cwd=directory,
@@ -300,7 +317,7 @@ def _run(
         message = f"{what} timed out after {seconds:g} s and was stopped"
         if subcommand == "push":
             message += "; whether the remote took the push is not known until it is read again"
-        if network and timeout_seconds is None:
+        if network and default_deadline:
             message += f" ({TIMEOUT_VARIABLE} sets the deadline of network commands)"
         raise GitTimeout(message, f"git {subcommand}", seconds) from None
     except BaseException:

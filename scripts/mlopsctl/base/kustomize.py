@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from mlopsctl.base import timings
 from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.base.toolchain import Toolchain
 
@@ -231,7 +232,7 @@ def render_roots(
 ) -> list[RenderResult]:
     """Render roots in parallel (each is a kustomize process); results keep the roots' order."""
     workers = jobs or min(len(roots), 2 * (os.cpu_count() or 1)) or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with timings.phase("render"), ThreadPoolExecutor(max_workers=workers) as pool:
         return list(
             pool.map(lambda root: render_root(repository, root, toolchain, allow_network), roots)
         )

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from mlopsctl.base import git
+from mlopsctl.base import git, mirror
 from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.base.github import pull_requests_from_environment
 from mlopsctl.base.registry import MlflowRegistry
@@ -39,6 +39,13 @@ def add_landing_arguments(parser: argparse.ArgumentParser, dry_run: bool = True)
         default=20,
         help="pushes to try when the branch keeps moving (default: 20)",
     )
+    parser.add_argument(
+        "--mirror-dir",
+        default=os.environ.get(mirror.MIRROR_DIRECTORY_VARIABLE),
+        help="where the mirrors of remotes are kept between runs, each fetched and reset to the "
+        "remote's head before use; `none` for a throwaway clone each run "
+        "($MLOPSCTL_MIRROR_DIR, default $XDG_CACHE_HOME/mlopsctl/mirrors)",
+    )
     if dry_run:
         parser.add_argument(
             "--dry-run", action="store_true", help="print the plan and the diff only"
@@ -66,4 +73,5 @@ def landing(args: argparse.Namespace, remote: str) -> Landing:
         pull_requests=pull_requests_from_environment(remote),
         log=lambda line: print(line, file=sys.stderr),
         validator=edit_findings,
+        mirrors=mirror.checked_mirrors_directory(args.mirror_dir),
     )

@@ -7,7 +7,6 @@ pass, and two replicas at once are safe (pushes replay on a moving branch; passe
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import signal
 import sys
@@ -16,7 +15,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from mlopsctl.base import git, toolchain
+from mlopsctl.base import git, mirror, toolchain
 from mlopsctl.base.errors import BranchMismatch, MlopsctlError, UnknownEnvironment
 from mlopsctl.base.kubeapi import IN_CLUSTER, KubeApi, in_cluster_kubeconfig
 from mlopsctl.base.registry import MlflowRegistry
@@ -93,6 +92,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "pod's service account; each pass then tags the model versions that run there with "
         "deployed.<env> ($MLOPSCTL_KUBECONFIG; default: no tags)",
     )
+    parser.add_argument(
+        "--mirror-dir",
+        default=_from_environment(mirror.MIRROR_DIRECTORY_VARIABLE),
+        help="where the mirror of the remote is kept between passes and restarts, fetched and "
+        "reset to the branch's head at each pass; `none` for a temporary one "
+        "($MLOPSCTL_MIRROR_DIR, default $XDG_CACHE_HOME/mlopsctl/mirrors)",
+    )
     parser.add_argument("--max-attempts", type=positive_integer, default=20)
 
 
@@ -136,12 +142,11 @@ def run(args: argparse.Namespace) -> int:
     )
     # A bad MLOPSCTL_GIT_TIMEOUT_SECONDS stops the start, not every pass after it.
     git_timeout_seconds = git.network_timeout_seconds()
-    # Each pass reads the branch's mlopsctl.yaml again and checks both rules on it.
-    read_config = functools.partial(
-        branch_config, environments=environments, credentials=credentials
-    )
+    mirrors = mirror.checked_mirrors_directory(args.mirror_dir)
+    # Each pass reads the branch's mlopsctl.yaml again and checks both rules on it; this first
+    # check stops the start on a mistake in the flags.
     try:
-        read_config(args.remote, args.branch)
+        branch_config(args.remote, args.branch, environments, credentials)
     except (BranchMismatch, UnknownEnvironment):
         raise  # bad input: refused before any pass clones or pushes
     except MlopsctlError as error:
@@ -162,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         log=_stderr_log,
         pass_timeout_seconds=pass_allowance_seconds(git_timeout_seconds),
-        read_config=read_config,
         kubeconfig=kubeconfig,
+        mirrors=mirrors,
     )
     service = Service(settings, _listen_address(args.listen))
     stop_requested = threading.Event()

@@ -1,17 +1,18 @@
 """The use cases: promote (the sync loop's pass), set an image, roll back.
 
-Each works on a fresh clone of the remote (the user's checkout is never read) and hands a
-planner to the `Promoter`, which plans again whenever the branch moves under it.
+Each works on a checkout of the remote at its head (the persistent mirror, or a throwaway clone;
+never the user's checkout) and hands a planner to the `Promoter`, which plans again whenever the
+branch moves under it.
 """
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlopsctl.base import git, inventory
+from mlopsctl.base import git, inventory, mirror
 from mlopsctl.base.config import Config, load_config
 from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.base.github import PullRequests
@@ -39,6 +40,13 @@ class Landing:
     credentials: git.Credentials = field(default=git.NO_CREDENTIALS, repr=False)
     # How each edit is validated before it lands (validate's `edit_findings`, from the caller).
     validator: Validator = field(kw_only=True)
+    # Where the persistent mirrors of remotes live (one per remote); None: a throwaway clone.
+    mirrors: Path | None = None
+
+    def checkout(self, remote: git.Remote, branch: str) -> contextlib.AbstractContextManager[Path]:
+        """The remote's `branch` as it is now: the mirror, fetched and reset, or a clone."""
+        directory = None if self.mirrors is None else mirror.mirror_directory(self.mirrors, remote)
+        return mirror.open_checkout(remote, branch, directory, self.log)
 
 
 def run_edits(
@@ -50,18 +58,21 @@ def run_edits(
     mlflow_url: str = "",
     branch: str = "main",
     prepare: Callable[[Path, Config], None] | None = None,
+    clone: Path | None = None,
 ) -> Report:
-    """Plan edits on a fresh clone of `remote`, then land them.
+    """Plan edits on a checkout of `remote` at its head, then land them.
 
-    Without a `config`, the clone's own mlopsctl.yaml is used (the service works that way, so a
-    policy merged to the branch applies from the next pass on) and `branch` names what to clone.
-    `prepare` runs once on the clone before the first plan (a rollback moves its alias there).
+    `clone` is a checkout the caller holds (the promoter's pass reads it before and after);
+    without one, the landing opens its own. Without a `config`, the checkout's own mlopsctl.yaml
+    is used and `branch` names what to check out. `prepare` runs once on the checkout before the
+    first plan (a rollback moves its alias there).
     """
     origin = git.Remote(remote, landing.credentials)
-    with tempfile.TemporaryDirectory(prefix="mlopsctl-") as scratch:
-        clone = origin.clone(
-            config.promotion.branch if config else branch, Path(scratch) / "repository"
-        )
+    with contextlib.ExitStack() as stack:
+        if clone is None:
+            clone = stack.enter_context(
+                landing.checkout(origin, config.promotion.branch if config else branch)
+            )
         if config is None:
             config = load_config(clone)
         if prepare is not None:
@@ -92,6 +103,7 @@ def run(
     branch: str = "main",
     source: str = "cli",
     environments: Collection[str] | None = None,
+    clone: Path | None = None,
 ) -> Report:
     """One pass of the sync loop for the model pins matching environment and model.
 
@@ -114,7 +126,9 @@ def run(
             )
         return plan_models(pins, registry, config, source=source)
 
-    return run_edits(config, toolchain, remote, planner, landing, registry.base_url, branch)
+    return run_edits(
+        config, toolchain, remote, planner, landing, registry.base_url, branch, clone=clone
+    )
 
 
 def set_image_run(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from mlopsctl.base import git
+from mlopsctl.base import git, timings
 from mlopsctl.base.config import Config, EnvironmentPolicy
 from mlopsctl.base.errors import GitError, MlopsctlError
 from mlopsctl.base.github import PullRequests
@@ -117,7 +117,7 @@ class Promoter:
         # Listed before planning: a branch another writer pushes after this point is seen as
         # moved (the lease fails) instead of being overwritten by this plan.
         branches = self._promotion_branches(clone) if self._proposes_anywhere() else {}
-        plan = self.planner(clone)
+        plan = self._plan(clone)
         planned_at = git.head(clone)
         landed: set[str] = set()  # commits this run pushed on top of the head it planned on
         report = Report(notes=list(plan.notes))
@@ -134,7 +134,7 @@ class Promoter:
                 # Another writer moved the branch while an earlier environment landed (its
                 # rejected push reset the clone to the new head): this environment's share of
                 # the first plan may be stale, so it is planned again from that head.
-                plan = self.planner(clone)
+                plan = self._plan(clone)
                 planned_at = git.head(clone)
                 landed.clear()
             environment_plan = plan.for_environment(environment)
@@ -186,8 +186,12 @@ class Promoter:
         except MlopsctlError as error:
             self.log(f"could not {what}: {error}")
 
+    def _plan(self, clone: Path) -> Plan:
+        with timings.phase("plan"):
+            return self.planner(clone)
+
     def _replan(self, clone: Path, environment: str) -> Plan:
-        return self.planner(clone).for_environment(environment)
+        return self._plan(clone).for_environment(environment)
 
     def _apply(self, clone: Path, edits: Sequence[Edit]) -> tuple[list[Edit], str, list[str]]:
         """Edit the clone for the edits still needed there: (applied, diff, findings)."""
@@ -217,8 +221,11 @@ class Promoter:
                 )
         if not applied:
             return [], "", []
-        roots = affected_roots(clone, [edit.file for edit in applied], self.config.render_exclude)
-        findings = self.validator(clone, self.config, roots, self.toolchain)
+        with timings.phase("validate"):
+            roots = affected_roots(
+                clone, [edit.file for edit in applied], self.config.render_exclude
+            )
+            findings = self.validator(clone, self.config, roots, self.toolchain)
         return applied, "".join(diffs), findings
 
     def _backoff(self, attempt: int) -> None:

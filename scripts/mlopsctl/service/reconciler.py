@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import random
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -22,10 +23,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mlopsctl.base import git, inventory
+from mlopsctl.base import git, inventory, timings
 from mlopsctl.base.config import CONFIG_FILENAME, Config, load_config
 from mlopsctl.base.errors import BranchMismatch, GitError, MlopsctlError, UnknownEnvironment
 from mlopsctl.base.kubeapi import KubeApi
+from mlopsctl.base.mirror import Mirror, mirror_directory
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import Toolchain
 from mlopsctl.promote import flows, live
@@ -95,6 +97,12 @@ def branch_config(
             raise MlopsctlError(f"{remote} has no {CONFIG_FILENAME} on branch {branch}")
         (checkout / CONFIG_FILENAME).write_text(text, encoding="utf-8")
         config = load_config(checkout)
+    return checked_config(config, branch, environments)
+
+
+def checked_config(config: Config, branch: str, environments: Collection[str] = ()) -> Config:
+    """`config` (the branch's mlopsctl.yaml), refused unless it promotes to `branch` and has
+    every one of `environments`: the rules `branch_config` states."""
     if config.promotion.branch != branch:
         raise BranchMismatch(
             f"the promoter reconciles branch {branch!r} (--branch / MLOPSCTL_BRANCH) but "
@@ -151,6 +159,14 @@ class Metrics:
             ["environment", "result"],
             registry=self.registry,
         )
+        self.phase_seconds = Histogram(
+            "mlopsctl_reconcile_phase_seconds",
+            "Time each pass spent per phase: git fetch (the mirror's fetch), git (local git), "
+            "plan (registry reads), validate, render, push, deployment tags, other",
+            ["phase"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
         self.out_of_step = Gauge(
             "mlopsctl_pins_out_of_step",
             "Pins on the branch that differ from their alias after the last pass "
@@ -175,11 +191,9 @@ class Settings:
     max_attempts: int = 20
     log: Callable[[str], None] = print
     pass_timeout_seconds: float = PASS_TIMEOUT_SECONDS
-    # Reads the branch's mlopsctl.yaml before each pass and refuses it unless promotion.branch is
-    # `branch`; the pass then clones and pushes the branch that config names. `serve` always sets
-    # branch_config; None lets the pass read the config from its own clone, unchecked (for tests
-    # that replace the whole pass).
-    read_config: Callable[[str, str], Config] | None = None
+    # Where the mirror of the remote is kept between passes (and restarts, on a volume that
+    # outlives the container); None: a temporary directory for the service's lifetime.
+    mirrors: Path | None = None
     # The cluster that runs the owned environments; with it, each pass ends by writing the
     # registry's deployment tags (deployed.<env>) for what runs there. None: no tags.
     kubeconfig: Path | None = None
@@ -201,6 +215,8 @@ class Reconciler:
     settings: Settings
     metrics: Metrics
     landing: flows.Landing
+    # The remote's checkout every pass works on, kept between passes.
+    mirror: Mirror
     _condition: threading.Condition = field(default_factory=threading.Condition)
     _pending: str | None = None
     _stopping: bool = False
@@ -253,51 +269,52 @@ class Reconciler:
             self.last_finished = time.monotonic()
 
     def reconcile(self, trigger: str) -> None:
+        """One pass on the mirror: fetched and reset to the branch's head, its mlopsctl.yaml
+        checked, the pins landed, then the deployment tags written from the same checkout."""
         started = time.perf_counter()
         settings = self.settings
-        try:
-            config = (
-                settings.read_config(settings.remote, settings.branch)
-                if settings.read_config is not None
-                else None
-            )
-            report = flows.run(
-                config,
-                settings.registry,
-                settings.toolchain,
-                settings.remote,
-                self.landing,
-                branch=settings.branch,
-                source="webhook" if trigger == "webhook" else "reconcile",
-                environments=settings.environments,
-            )
-        except MlopsctlError as error:
-            self.metrics.passes.labels(trigger, "error").inc()
-            settings.log(f"reconcile ({trigger}) failed: {error}")
-            return
-        finally:
-            self.passes += 1
-        self._record(trigger, report, time.perf_counter() - started)
-        if settings.kubeconfig is not None:
-            self._record_deployments(trigger, settings.kubeconfig)
+        with timings.measuring() as measured:
+            try:
+                with self.mirror.checkout(settings.branch) as clone:
+                    config = checked_config(
+                        load_config(clone), settings.branch, settings.environments
+                    )
+                    report = flows.run(
+                        config,
+                        settings.registry,
+                        settings.toolchain,
+                        settings.remote,
+                        self.landing,
+                        branch=settings.branch,
+                        source="webhook" if trigger == "webhook" else "reconcile",
+                        environments=settings.environments,
+                        clone=clone,
+                    )
+                    self._record(trigger, report, time.perf_counter() - started)
+                    if settings.kubeconfig is not None:
+                        with timings.phase("deployment tags"):
+                            self._record_deployments(trigger, settings.kubeconfig, clone)
+            except MlopsctlError as error:
+                self.metrics.passes.labels(trigger, "error").inc()
+                settings.log(f"reconcile ({trigger}) failed: {error}")
+            finally:
+                self.passes += 1
+                self._observe(measured, time.perf_counter() - started)
 
-    def _record_deployments(self, trigger: str, kubeconfig: Path) -> None:
+    def _observe(self, measured: timings.Timings, seconds: float) -> None:
+        phases = dict(measured.seconds)
+        phases["other"] = max(0.0, seconds - sum(phases.values()))
+        for name, spent in phases.items():
+            self.metrics.phase_seconds.labels(name).observe(spent)
+
+    def _record_deployments(self, trigger: str, kubeconfig: Path, checkout: Path) -> None:
         """The deployment tags of every owned environment, from what its cluster runs. A
         failure here is logged and counted per environment; it never fails the promotion pass
         before it."""
         settings = self.settings
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         try:
-            with (
-                tempfile.TemporaryDirectory(prefix="mlopsctl-deployed-") as scratch,
-                contextlib.closing(KubeApi(kubeconfig)) as kube,
-            ):
-                checkout = git.clone(
-                    settings.remote,
-                    settings.branch,
-                    Path(scratch) / "repository",
-                    credentials=settings.credentials,
-                )
+            with contextlib.closing(KubeApi(kubeconfig)) as kube:
                 config = load_config(checkout)
                 found = inventory.scan(checkout, config.render_exclude)
                 for environment in settings.environments:
@@ -408,8 +425,19 @@ class Service:
             credentials=self.settings.credentials,
             validator=edit_findings,
         )
-        self.reconciler = Reconciler(self.settings, self.metrics, landing)
         settings = self.settings
+        self._scratch: str | None = None
+        mirrors = settings.mirrors
+        if mirrors is None:
+            self._scratch = tempfile.mkdtemp(prefix="mlopsctl-mirrors-")
+            mirrors = Path(self._scratch)
+        remote = git.Remote(settings.remote, settings.credentials)
+        self.reconciler = Reconciler(
+            settings,
+            self.metrics,
+            landing,
+            Mirror(mirror_directory(mirrors, remote), remote, settings.log),
+        )
         readiness = ReadinessCache(lambda: ready(settings), self.limits.readiness_cache_seconds)
         app = PromoterApp(
             settings, self.metrics, self.reconciler, webhooks.ReplayMemory(), readiness, self.limits
@@ -450,4 +478,6 @@ class Service:
         if self._threads:
             self._threads[0].join()
         self.http.stop()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
         self.settings.log("stopped")

@@ -433,7 +433,6 @@ def test_the_promoter_reports_a_timed_out_pass_retries_it_and_stops_in_time(
         environments=("local",),
         interval_seconds=1,
         log=log.append,
-        read_config=functools.partial(service.branch_config, environments=("local",)),
     )
     running = service.Service(settings, ("127.0.0.1", 0))
     running.start()

@@ -33,6 +33,7 @@ from tests.support.github_standin import TOKEN as GITHUB_TOKEN
 from tests.support.github_standin import GitHubStandIn
 from tests.support.paths import TOOLS_DIR
 from tests.support.promoter import SECRET, metric_total, signed, wait_for
+from tests.support.trees import minimal_remote
 
 EVENT = json.dumps(
     {
@@ -74,7 +75,7 @@ class InProcessPromoter:
 
 
 @pytest.fixture
-def promoter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessPromoter]:
+def promoter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[InProcessPromoter]:
     passes: list[str] = []
 
     def counted_pass(*_args: object, source: str, **_kwargs: object) -> landing.Report:
@@ -84,7 +85,7 @@ def promoter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessPromoter]:
     monkeypatch.setattr(flows, "run", counted_pass)
     log: list[str] = []
     settings = service.Settings(
-        remote="unused",
+        remote=str(minimal_remote(tmp_path)),
         branch="main",
         registry=MlflowRegistry("http://127.0.0.1:9"),
         toolchain=resolve(TOOLS_DIR),

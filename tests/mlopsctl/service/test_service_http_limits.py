@@ -32,6 +32,7 @@ from mlopsctl.service.http import HttpLimits, ReadinessCache
 from tests.support.loopback import QuietHandler, serving
 from tests.support.paths import TOOLS_DIR
 from tests.support.promoter import SECRET, metric_total, signed, wait_for
+from tests.support.trees import minimal_remote
 
 BODY_MARKER = "body-marker-that-must-not-be-logged"
 STALLED_CONNECTIONS = 100
@@ -61,13 +62,13 @@ class Running:
 
 
 @pytest.fixture
-def start(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Running]]:
+def start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[..., Running]]:
     """`mlopsctl serve`'s Service on loopback with the given limits; passes only count."""
     started: list[Running] = []
 
     def start_service(
         limits: HttpLimits,
-        remote: str = "unused",
+        remote: str | None = None,
         mlflow_url: str = "http://127.0.0.1:9",
         run_pass: Callable[..., landing.Report] | None = None,
     ) -> Running:
@@ -80,7 +81,7 @@ def start(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Running]]:
         monkeypatch.setattr(flows, "run", run_pass or counted_pass)
         log: list[str] = []
         settings = service.Settings(
-            remote=remote,
+            remote=remote or str(minimal_remote(tmp_path)),
             branch="main",
             registry=MlflowRegistry(mlflow_url),
             toolchain=resolve(TOOLS_DIR),

@@ -17,9 +17,10 @@ from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
 from tests.support.loopback import QuietHandler, serving
 from tests.support.paths import TOOLS_DIR
+from tests.support.trees import minimal_remote
 
 
-def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch):
+def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     started, finished = threading.Event(), threading.Event()
 
     def slow_pass(*_args: object, **_kwargs: object) -> landing.Report:
@@ -30,7 +31,7 @@ def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(flows, "run", slow_pass)
     settings = service.Settings(
-        remote="unused",
+        remote=str(minimal_remote(tmp_path)),
         branch="main",
         registry=MlflowRegistry("http://127.0.0.1:9"),
         toolchain=resolve(TOOLS_DIR),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import threading
@@ -120,8 +119,6 @@ def in_process(platform: Platform, mlflow_server: MlflowServer) -> Iterator[Call
             interval_seconds=interval,
             log=log.append,
             pass_timeout_seconds=pass_timeout,
-            # As `mlopsctl serve` reads it each pass.
-            read_config=functools.partial(service.branch_config, environments=environments),
         )
         running = service.Service(settings, ("127.0.0.1", 0))
         running.start()
