@@ -61,49 +61,68 @@ def platform_remote(scratch: Path) -> tuple[Path, Path]:
     return checkout, remote
 
 
+def physical_floor(remote: Path, scratch: Path, overlay: str, samples: int) -> list[float]:
+    """What any promotion pays, in seconds per sample: a commit pushed to `remote` and one
+    render of the overlay it changes."""
+    clone = scratch / "floor"
+    run("git", "clone", "--quiet", str(remote), str(clone))
+    floors = []
+    for index in range(samples):
+        started = time.perf_counter()
+        (clone / "floor.txt").write_text(str(index))
+        run("git", "add", "floor.txt", cwd=clone)
+        commit(clone, "floor")
+        run("git", "push", "--quiet", "origin", "HEAD:main", cwd=clone)
+        run(KUBECTL, "kustomize", str(clone / overlay))
+        floors.append(time.perf_counter() - started)
+    return floors
+
+
 def promotion_latency(server: MlflowServer, scratch: Path) -> None:
+    """`mlopsctl promote` run after each alias move: the first run builds the mirror under the
+    user's cache directory, the others fetch it."""
     checkout, remote = platform_remote(scratch)
     client = server.client()
     with contextlib.redirect_stdout(io.StringIO()):
         server.register("iris-classifier", {"accuracy": 0.9})
+    environment = {**os.environ, "MLOPSCTL_MIRROR_DIR": str(scratch / "mirrors")}
     latencies = []
     for _ in range(PROMOTIONS):
         with contextlib.redirect_stdout(io.StringIO()):
             version = server.register("iris-classifier", {"accuracy": 0.9})
         started = time.perf_counter()
         client.set_registered_model_alias("iris-classifier", "challenger", version)
-        run(
-            MLOPSCTL,
-            "promote",
-            "--repo",
-            str(checkout),
-            "--remote",
-            str(remote),
-            "--mlflow-uri",
-            server.url,
-            "--env",
-            "local",
+        subprocess.run(
+            [
+                MLOPSCTL,
+                "promote",
+                "--repo",
+                str(checkout),
+                "--remote",
+                str(remote),
+                "--mlflow-uri",
+                server.url,
+                "--env",
+                "local",
+            ],
+            env=environment,
+            check=True,
+            capture_output=True,
         )
         latencies.append(time.perf_counter() - started)
         subject = run("git", "log", "-1", "--format=%s", "main", cwd=remote).strip()
         assert subject.endswith(f"-> v{version}"), subject
-
-    floor_clone = scratch / "floor"
-    run("git", "clone", "--quiet", str(remote), str(floor_clone))
-    floors = []
-    overlay = floor_clone / "overlays/local/model-server"
-    for index in range(PROMOTIONS):
-        started = time.perf_counter()
-        (floor_clone / "floor.txt").write_text(str(index))
-        run("git", "add", "floor.txt", cwd=floor_clone)
-        commit(floor_clone, "floor")
-        run("git", "push", "--quiet", "origin", "HEAD:main", cwd=floor_clone)
-        run(KUBECTL, "kustomize", str(overlay))
-        floors.append(time.perf_counter() - started)
-    p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+    floors = physical_floor(remote, scratch, "overlays/local/model-server", PROMOTIONS)
+    later = latencies[1:]
+    p50, p95 = percentile(later, 0.5), percentile(later, 0.95)
     floor = statistics.median(floors)
+    started = time.perf_counter()
+    run(MLOPSCTL, "--help")
+    startup = time.perf_counter() - started
     print(f"promotions: {PROMOTIONS}, alias set -> commit on the remote (`mlopsctl promote` each)")
-    print(f"  latency p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+    print(f"  first run (builds the mirror in the cache directory): {latencies[0] * 1000:.0f} ms")
+    print(f"  later runs (fetch the mirror): p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+    print(f"  of which starting the command (`mlopsctl --help`): {startup * 1000:.0f} ms")
     print(f"  floor (git commit + push + render of the overlay) median {floor * 1000:.0f} ms")
     print(f"  ratio p50 / floor: {p50 / floor:.1f}x")
 

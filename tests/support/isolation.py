@@ -37,10 +37,10 @@ def mlflow_http_settings_of_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.fixture(autouse=True)
-def cache_directory_of_its_own(
+def mirrors_of_its_own(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Each test (and every mlopsctl it starts) keeps its mirrors in a cache of its own: a mirror
-    left by another test, or by the user's own runs, is state no test may start from."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
-    monkeypatch.delenv("MLOPSCTL_MIRROR_DIR", raising=False)
+    """Each test (and every mlopsctl it starts) keeps its mirrors in a directory of its own: a
+    mirror left by another test, or by the user's own runs, is state no test may start from.
+    (Not a whole XDG_CACHE_HOME of its own: the schemas built for kubeconform stay shared.)"""
+    monkeypatch.setenv("MLOPSCTL_MIRROR_DIR", str(tmp_path_factory.mktemp("mirrors")))

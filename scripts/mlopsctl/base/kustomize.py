@@ -16,6 +16,7 @@ import yaml
 
 from mlopsctl.base import timings
 from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.base.resources import YAML_LOADER
 from mlopsctl.base.toolchain import Toolchain
 
 KUSTOMIZATION_FILENAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -45,7 +46,7 @@ def load_kustomization(path: Path) -> dict[str, Any]:
 def _load_kustomization(path: Path, modified_ns: int) -> dict[str, Any]:
     # modified_ns is part of the cache key so an edited file is read again.
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
     except yaml.YAMLError as error:
         raise MlopsctlError(f"{path}: not valid YAML: {error}") from error
     if document is None:
@@ -132,39 +133,51 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(child)
 
 
-def read_directories(directory: Path) -> set[Path]:
+def read_directories(
+    directory: Path, known: dict[Path, frozenset[Path]] | None = None
+) -> frozenset[Path]:
     """Directories holding files a build of `directory` can read: every kustomization it
     reaches, and the folders of every file they name (patches, generator files, values).
 
     Conservative on purpose: any string in a kustomization that names an existing path counts
     (generator entries may be `key=path`), so a root is never thought unaffected by a file it
-    reads. Reading too much only renders a root more than needed.
+    reads. Reading too much only renders a root more than needed. `known` carries what earlier
+    calls found for the same tree (the bases that many overlays share are read once).
     """
-    kustomizations: set[Path] = set()
-    folders: set[Path] = set()
-    _read_directories(directory.resolve(), kustomizations, folders)
-    return kustomizations | folders
+    return _reads_of(directory.resolve(), {} if known is None else known, set())
 
 
-def _read_directories(directory: Path, kustomizations: set[Path], folders: set[Path]) -> None:
-    if directory in kustomizations:
-        return
-    kustomizations.add(directory)
+def _reads_of(
+    directory: Path, known: dict[Path, frozenset[Path]], visiting: set[Path]
+) -> frozenset[Path]:
+    if directory in known:
+        return known[directory]
+    if directory in visiting:  # a cycle (kustomize refuses it): already counted on the way in
+        return frozenset()
+    visiting.add(directory)
+    reads = {directory}
     found = kustomization_file(directory)
-    if found is None:
-        return
-    for text in _strings(load_kustomization(found)):
-        for candidate in {text, text.partition("=")[2]}:
-            if not candidate or "\n" in candidate or len(candidate) > 1024 or is_remote(candidate):
-                continue
-            try:
-                target = (directory / candidate).resolve()
-                if target.is_dir():
-                    _read_directories(target, kustomizations, folders)
-                elif target.is_file():
-                    folders.add(target.parent)
-            except (OSError, ValueError):  # not a path after all (too long, NUL byte)
-                continue
+    if found is not None:
+        for text in _strings(load_kustomization(found)):
+            for candidate in {text, text.partition("=")[2]}:
+                if (
+                    not candidate
+                    or "\n" in candidate
+                    or len(candidate) > 1024
+                    or is_remote(candidate)
+                ):
+                    continue
+                try:
+                    target = (directory / candidate).resolve()
+                    if target.is_dir():
+                        reads |= _reads_of(target, known, visiting)
+                    elif target.is_file():
+                        reads.add(target.parent)
+                except (OSError, ValueError):  # not a path after all (too long, NUL byte)
+                    continue
+    visiting.discard(directory)
+    known[directory] = frozenset(reads)
+    return known[directory]
 
 
 def affected_roots(
@@ -179,7 +192,8 @@ def affected_roots(
     if not directories:
         return []
     candidates = discover_roots(repository, exclude) if roots is None else sorted(roots)
-    return [root for root in candidates if directories & read_directories(repository / root)]
+    known: dict[Path, frozenset[Path]] = {}
+    return [root for root in candidates if directories & read_directories(repository / root, known)]
 
 
 @dataclass

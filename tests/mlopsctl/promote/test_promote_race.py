@@ -82,15 +82,17 @@ def test_concurrent_promoters_land_every_promotion_once(
         "REMOTE": str(remote),
         "MLFLOW": mlflow_server.url,
     }
+    # Each process keeps its own mirror, fetched and reset before each of its runs, as a user's
+    # or a workflow runner's cache keeps one: the races meet on the remote, not in a checkout.
     workers = [
         subprocess.Popen(
             ["bash", "-c", script, "worker", *models],
-            env=environment,
+            env={**environment, "MLOPSCTL_MIRROR_DIR": str(tmp_path / f"mirrors-{index}")},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for models in assignments
+        for index, models in enumerate(assignments)
     ]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0] * PROCESSES, "\n".join(outputs)
@@ -102,5 +104,8 @@ def test_concurrent_promoters_land_every_promotion_once(
     final = git(remote, "show", "main:overlays/local/models/kustomization.yaml")
     for model in MODELS:
         assert f"=models:/{model}/2\n" in final, model  # no update lost
+    for index in range(PROCESSES):
+        assert len(list((tmp_path / f"mirrors-{index}").glob("remote.git-*/.git"))) == 1
+    assert not any("fresh clone" in output for output in outputs), outputs
     replans = sum(output.count("moved on; planning again") for output in outputs)
     print(f"{len(promotions)} promotions, {replans} push races planned again")

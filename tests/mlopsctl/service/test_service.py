@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -13,7 +14,8 @@ from pathlib import Path
 from mlopsctl.service import webhooks
 from tests.support.cluster_writes import deploy
 from tests.support.mlflow_fixtures import MlflowServer, free_port, start_server, stop_server
-from tests.support.platform_fixtures import git
+from tests.support.platform_fixtures import commit_all, git
+from tests.support.processes import git_processes_in
 from tests.support.promoter import (
     MLOPSCTL,
     SECRET,
@@ -272,3 +274,48 @@ def test_webhook_registration_is_idempotent(cli, mlflow_server, monkeypatch):
     )
     monkeypatch.setenv("MLOPSCTL_WEBHOOK_SECRET", "short")
     assert cli(*arguments).exit_code == 2
+
+
+def test_a_promoter_killed_mid_fetch_is_replaced_by_one_that_lands_the_move(
+    platform, mlflow_server, start_promoter, tmp_path: Path
+):
+    """A promoter (and the git it runs) killed while its mirror is receiving a fetch, as a pod
+    evicted mid-pass is; the next promoter's pass fetches into the same mirror and lands the
+    move once."""
+    mlflow_server.register(platform.model, {"accuracy": 0.9})
+    first = start_promoter(platform, mlflow_server.url, interval=1)
+    wait_for(lambda: first.metric("mlopsctl_reconcile_passes_total") >= 1, 60, "startup pass")
+    [metadata] = Path(os.environ["MLOPSCTL_MIRROR_DIR"]).glob("*/.git")
+    mirror = metadata.parent
+    started, stall = tmp_path / "upload-pack-started", tmp_path / "stall"
+    wrapper = tmp_path / "slow-upload-pack"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"if [ -e {stall} ]; then touch {started}; "
+        # The advertisement and the start of the pack go through; then nothing more.
+        'git-upload-pack "$@" | (head -c 65536; sleep 600); '
+        'else exec git-upload-pack "$@"; fi\n'
+    )
+    wrapper.chmod(0o755)
+    git(mirror, "config", "remote.origin.uploadpack", str(wrapper))
+    stall.write_text("")
+    # Big enough that its pack is still arriving when the transfer stalls.
+    (platform.checkout / "model-card.txt").write_text(os.urandom(2_000_000).hex())
+    commit_all(platform.checkout, "a model card")
+    git(platform.checkout, "push", "--quiet", str(platform.remote), "main")
+    second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
+    fetching: list[int] = []
+    try:
+        wait_for(started.exists, 30, "a pass's fetch")
+        wait_for(lambda: bool(fetching.extend(git_processes_in(mirror)) or fetching), 10, "git")
+    finally:
+        first.process.kill()
+        first.process.wait(timeout=30)
+        for pid in fetching or git_processes_in(mirror):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert platform.pin("local") != second
+    stall.unlink()
+    start_promoter(platform, mlflow_server.url)  # its startup pass recovers the mirror
+    wait_for(lambda: platform.pin("local") == second, 60, "the commit after the kill")
+    assert promotions_on_main(platform) == [f"promote(local): {platform.model} v0 -> v{second}"]

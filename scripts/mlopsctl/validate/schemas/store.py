@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from importlib import resources as package_resources
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,33 @@ def _is_builtin_group(group: str) -> bool:
     return group == "" or "." not in group or group.endswith(".k8s.io")
 
 
+def _modified_ns(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+@cache
+def _definitions_registry(path: Path, modified_ns: int) -> Registry[Any]:
+    """The registry of kubernetes-validate's shared definitions, read once per process (the
+    promoter validates every pass): keyed by the file and its modification time, so a changed
+    file is read again."""
+    del modified_ns  # only part of the key
+    definitions = json.loads(path.read_text())
+    return Resource.from_contents(definitions) @ Registry()
+
+
+@cache
+def _cached_validator(
+    path: Path, modified_ns: int, definitions: Path | None
+) -> jsonschema.protocols.Validator:
+    """One compiled validator per schema file (and version of it) and definitions file."""
+    del modified_ns  # only part of the key
+    schema = json.loads(path.read_text())
+    if definitions is None:
+        return jsonschema.Draft202012Validator(schema)
+    registry = _definitions_registry(definitions, _modified_ns(definitions))
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
 class SchemaStore:
     """Finds and caches one validator per (apiVersion, kind)."""
 
@@ -137,11 +164,6 @@ class SchemaStore:
     @cached_property
     def _builtin_dir(self) -> Path:
         return _kubernetes_schema_dir(self.kubernetes_version)
-
-    @cached_property
-    def _builtin_registry(self) -> Registry[Any]:
-        definitions = json.loads((self._builtin_dir / "_definitions.json").read_text())
-        return Resource.from_contents(definitions) @ Registry()
 
     def custom_schema_path(self, api_version: str, kind: str) -> Path | None:
         group, _, version = api_version.rpartition("/")
@@ -162,17 +184,16 @@ class SchemaStore:
         return self._validators[key]
 
     def _load(self, api_version: str, kind: str) -> jsonschema.protocols.Validator | None:
-        custom = self.custom_schema(api_version, kind)
+        custom = self.custom_schema_path(api_version, kind)
         if custom is not None:
-            return jsonschema.Draft202012Validator(custom)
+            return _cached_validator(custom, _modified_ns(custom), None)
         group = api_version.rpartition("/")[0]
         if not _is_builtin_group(group):
             return None
         path = self._builtin_dir / _builtin_schema_name(api_version, kind)
         if not path.is_file():
             return None
-        schema = json.loads(path.read_text())
-        return jsonschema.Draft202012Validator(schema, registry=self._builtin_registry)
+        return _cached_validator(path, _modified_ns(path), self._builtin_dir / "_definitions.json")
 
     def check(self, resource: KubernetesResource) -> list[SchemaProblem] | None:
         """Problems with `resource`, or None when no schema is known for its kind."""
