@@ -767,19 +767,3 @@ def test_the_ui_hosts_are_those_the_overlays_define(platform_copy: Path) -> None
     )
 
 
-@pytest.mark.parametrize(
-    ("timeout", "said"),
-    [
-        ("nan", "must be a finite number more than 0, not nan"),
-        ("inf", "must be a finite number more than 0, not inf"),
-        ("0", "must be a finite number more than 0, not 0"),
-        ("-5", "must be a finite number more than 0, not -5"),
-        ("soon", "not a number of seconds: 'soon'"),
-    ],
-)
-def test_a_timeout_that_never_ends_or_is_not_one_is_refused(
-    cli: Callable[..., CliResult], platform: Path, timeout: str, said: str
-) -> None:
-    result = bootstrap(cli, platform, "--timeout", timeout)
-    assert result.exit_code == 2
-    assert "--timeout" in result.stderr and said in result.stderr, result.stderr
