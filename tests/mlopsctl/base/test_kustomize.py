@@ -68,5 +68,3 @@ def test_renders_are_byte_stable_across_runs():
         assert result.warnings == [], f"{result.root}: {result.warnings}"
         assert result.output == by_root[result.root], result.root
     assert sum(1 for result in first if result.skipped) == 3  # the Argo CD installs
-
-

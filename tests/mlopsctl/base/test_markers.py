@@ -184,5 +184,3 @@ def test_bad_values_are_refused_naming_the_field(call, field):
     )
     with pytest.raises(PinError, match=f"^{field} "):
         call(text)
-
-

@@ -765,5 +765,3 @@ def test_the_ui_hosts_are_those_the_overlays_define(platform_copy: Path) -> None
     assert (
         "grafana login: Secret monitoring/grafana-admin (keys admin-user, admin-password)" in local
     )
-
-

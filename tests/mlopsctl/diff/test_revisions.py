@@ -12,6 +12,7 @@ import pytest
 from mlopsctl.base import toolchain
 from mlopsctl.base.config import load_config
 from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.diff.manifests import RootDiff
 from mlopsctl.diff.report import DiffReport
 from mlopsctl.diff.revisions import Revision, compare, default_base
 from tests.support.paths import TOOLS_DIR
@@ -57,6 +58,10 @@ def repository(tmp_path: Path) -> Path:
     return directory
 
 
+def changes(root: RootDiff) -> list[tuple[str, str]]:
+    return [(resource.reference, resource.change) for resource in root.resources]
+
+
 def compared(repository: Path, base: str, head: str | None) -> DiffReport:
     return compare(
         repository,
@@ -75,10 +80,8 @@ def test_only_the_roots_that_read_a_changed_file_are_compared(repository: Path):
     assert report.changed_files == ["base/app/configmap.yaml"]
     assert [root.root for root in report.roots] == ["base/app", "overlays/local/app"]
     base, overlay = report.roots
-    assert [(r.reference, r.change) for r in base.resources] == [("ConfigMap/settings", "changed")]
-    assert [(r.reference, r.change) for r in overlay.resources] == [
-        ("ConfigMap/shop/settings", "changed")
-    ]
+    assert changes(base) == [("ConfigMap/settings", "changed")]
+    assert changes(overlay) == [("ConfigMap/shop/settings", "changed")]
     assert "-  colour: blue\n+  colour: green\n" in overlay.resources[0].diff
     # The user's checkout stays on its branch, and no worktree is left behind.
     assert git(repository, "branch", "--show-current") == "green"
@@ -123,7 +126,7 @@ def test_a_root_broken_at_the_head_is_an_error_and_one_broken_at_the_base_a_warn
     [warning] = root.warnings
     assert warning.startswith("did not render at the base (") and "missing.yaml" in warning
     assert warning.endswith("): compared with nothing")
-    assert [(r.reference, r.change) for r in root.resources] == [("ConfigMap/settings", "added")]
+    assert changes(root) == [("ConfigMap/settings", "added")]
 
 
 def test_a_root_that_needs_the_network_is_named_not_fetched(repository: Path):

@@ -346,7 +346,7 @@ def test_an_environment_whose_edit_cannot_be_made_fails_alone(remote: Remote):
         )
 
     landed = land(remote, planner)
-    assert [(o.environment, o.kind) for o in landed.report.outcomes] == [
+    assert [(outcome.environment, outcome.kind) for outcome in landed.report.outcomes] == [
         ("local", OutcomeKind.FAILED),
         ("dev", OutcomeKind.COMMITTED),
     ]

@@ -160,7 +160,9 @@ def call(
         return Answer(None, {}, b"")
     start, *bodies = sent
     answer_headers = {name.decode(): value.decode() for name, value in start["headers"]}
-    return Answer(start["status"], answer_headers, b"".join(m.get("body", b"") for m in bodies))
+    return Answer(
+        start["status"], answer_headers, b"".join(message.get("body", b"") for message in bodies)
+    )
 
 
 def delivery(body: bytes = EVENT, **overrides: str) -> dict[str, str]:
