@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.support.kube_apiserver",
     "tests.support.cluster_writes",
     "tests.support.promoter",
+    "tests.support.platform_run",
 ]
 
 

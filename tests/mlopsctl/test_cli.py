@@ -1,6 +1,8 @@
-from pathlib import Path
+"""The `mlopsctl` entry point: its version, its commands, and usage errors. What each command
+checks of its own arguments is in tests/mlopsctl/commands/, the exit code of each error in
+base/test_errors.py."""
 
-from tests.support.trees import MINIMAL_CONFIG, write_tree
+from mlopsctl.cli import COMMANDS
 
 
 def test_version(cli):
@@ -15,32 +17,14 @@ def test_unknown_command_is_a_usage_error(cli):
     assert "invalid choice" in result.stderr
 
 
-def test_outside_a_platform_repository_says_so(cli, tmp_path: Path):
-    result = cli("validate", "--repo", str(tmp_path))
+def test_help_lists_every_command_and_exits_0(cli):
+    result = cli("--help")
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert f"    {name} " in result.stdout, name
+
+
+def test_no_command_is_a_usage_error(cli):
+    result = cli()
     assert result.exit_code == 2
-    assert "no mlopsctl.yaml" in result.stderr
-
-
-def test_root_argument_outside_the_repository_is_refused(cli, tmp_path: Path):
-    repository = write_tree(tmp_path / "repo", {"mlopsctl.yaml": MINIMAL_CONFIG})
-    result = cli("render", "--repo", str(repository), str(tmp_path))
-    assert result.exit_code == 2
-    assert "outside the repository" in result.stderr
-
-
-def test_root_argument_without_kustomization_is_refused(cli, tmp_path: Path):
-    repository = write_tree(tmp_path / "repo", {"mlopsctl.yaml": MINIMAL_CONFIG, "empty/x": ""})
-    result = cli("render", "--repo", str(repository), str(repository / "empty"))
-    assert result.exit_code == 2
-    assert "no kustomization.yaml" in result.stderr
-
-
-def test_an_unknown_environment_is_refused_before_anything_runs(cli):
-    from tests.support.paths import REPOSITORY
-
-    for command in ("status", "promote"):
-        result = cli(
-            command, "--repo", str(REPOSITORY), "--env", "qa", "--mlflow-uri", "http://127.0.0.1:9"
-        )
-        assert result.exit_code == 2
-        assert "--env 'qa' is not one of ['local', 'staging', 'production']" in result.stderr
+    assert "the following arguments are required: command" in result.stderr

@@ -3,7 +3,7 @@ from pathlib import Path
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.config import load_config
 from tests.support.paths import REPOSITORY, TOOLS_DIR
-from tests.support.trees import MINIMAL_CONFIG, write_tree
+from tests.support.trees import write_tree
 
 CONFIGMAP = """\
 apiVersion: v1
@@ -68,45 +68,3 @@ def test_renders_are_byte_stable_across_runs():
         assert result.warnings == [], f"{result.root}: {result.warnings}"
         assert result.output == by_root[result.root], result.root
     assert sum(1 for result in first if result.skipped) == 3  # the Argo CD installs
-
-
-def test_render_out_writes_one_file_per_root(cli, tmp_path: Path):
-    out = tmp_path / "out"
-    result = cli("render", "--repo", str(REPOSITORY), "--out", str(out))
-    assert result.exit_code == 0, result.stderr
-    written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*.yaml"))
-    assert "overlays/production/model-server.yaml" in written
-    assert "apps/staging.yaml" in written
-    # Roots that need the network are named, not silently dropped.
-    for environment in ("local", "staging", "production"):
-        assert f"clusters/{environment}/argocd: not rendered, needs the network" in result.stderr
-    again = tmp_path / "again"
-    cli("render", "--repo", str(REPOSITORY), "--out", str(again))
-    for relative in written:
-        assert (out / relative).read_bytes() == (again / relative).read_bytes()
-
-
-def test_render_to_stdout_marks_each_root(cli):
-    result = cli(
-        "render", "--repo", str(REPOSITORY), str(REPOSITORY / "overlays/local/model-server")
-    )
-    assert result.exit_code == 0
-    assert result.stdout.startswith("# mlopsctl render: overlays/local/model-server\n---\n")
-    assert "kind: Deployment" in result.stdout
-
-
-def test_a_root_that_does_not_build_fails_render_with_its_name(cli, tmp_path: Path):
-    repository = write_tree(
-        tmp_path,
-        {
-            "mlopsctl.yaml": MINIMAL_CONFIG,
-            "good/kustomization.yaml": "resources:\n  - configmap.yaml\n",
-            "good/configmap.yaml": CONFIGMAP,
-            "broken/kustomization.yaml": "resources:\n  - missing.yaml\n",
-        },
-    )
-    result = cli("render", "--repo", str(repository), "--out", str(tmp_path / "out"))
-    assert result.exit_code == 1
-    assert "broken: does not render:" in result.stderr
-    assert "missing.yaml" in result.stderr
-    assert (tmp_path / "out" / "good.yaml").is_file()

@@ -184,37 +184,3 @@ def test_bad_values_are_refused_naming_the_field(call, field):
     )
     with pytest.raises(PinError, match=f"^{field} "):
         call(text)
-
-
-def test_pins_command_lists_every_pin(cli):
-    result = cli("pins", "--repo", str(REPOSITORY), "--format", "json")
-    assert result.exit_code == 0
-    pins = result.json()
-    models = {(p["file"], p["follows"], p["value"]) for p in pins if p["kind"] == "model"}
-    assert models == {
-        # A fork starts with nothing promoted: every pin is at version 0.
-        (f"overlays/{environment}/{component}/kustomization.yaml", f"iris-classifier@{alias}", "0")
-        for environment, alias in (
-            ("local", "challenger"),
-            ("staging", "challenger"),
-            ("production", "champion"),
-        )
-        for component in ("model-server", "streamlit")
-    }
-    assert len([p for p in pins if p["kind"] == "image"]) == 12  # 4 images x 3 environments
-    table = cli("pins", "--repo", str(REPOSITORY)).stdout.splitlines()
-    assert table[0].split() == ["WHERE", "KIND", "FOLLOWS", "VALUE"]
-    rows = [line.split() for line in table[1:]]
-    assert len(rows) == len(pins)
-    production = next(
-        p
-        for p in pins
-        if p["file"] == "overlays/production/model-server/kustomization.yaml"
-        and p["kind"] == "model"
-    )
-    assert [
-        f"{production['file']}:{production['value_line']}",
-        "model",
-        "iris-classifier@champion",
-        "0",
-    ] in rows

@@ -3,6 +3,7 @@ reads in `mlopsctl diff` and in the promoter's pull requests."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from mlopsctl.base.model_review import (
     VersionFacts,
     facts,
     markdown,
+    metric_rows,
     pin_moves,
     signature_verdict,
     text,
@@ -122,3 +124,38 @@ def test_without_a_registry_the_review_says_why_there_are_no_metrics() -> None:
     [move] = with_facts(moves, None, "no --registry given")
     assert "_Metrics not shown: no --registry given_" in markdown([move])
     assert "metrics not shown: no --registry given" in text([move])
+
+
+def signature_of(*columns: tuple[str, str]) -> dict[str, str]:
+    return {"inputs": json.dumps([{"name": name, "type": kind} for name, kind in columns])}
+
+
+def test_signature_verdicts_name_columns_added_removed_and_retyped():
+    def verdict(old: dict | None, new: dict | None, known: bool = True) -> str:
+        return signature_verdict(
+            VersionFacts("1", signature=old, signature_known=known),
+            VersionFacts("2", signature=new, signature_known=known),
+        )
+
+    same = signature_of(("x", "double"))
+    assert verdict(same, same) == "unchanged"
+    assert verdict(None, same) == "**added** (v1 had none)"
+    assert verdict(same, None) == "**removed** (v2 has none)"
+    assert verdict(same, same, known=False).startswith("unknown")
+    assert (
+        verdict(
+            signature_of(("x", "double"), ("y", "double")),
+            signature_of(("x", "long"), ("z", "double")),
+        )
+        == "**changed**: inputs: +`z`, -`y`, `x` double → long"
+    )
+
+
+def test_metric_rows_show_deltas_and_gaps():
+    before = VersionFacts("3", metrics={"accuracy": 0.9, "loss": 0.3})
+    after = VersionFacts("5", metrics={"accuracy": 0.95, "f1": 0.9})
+    assert metric_rows(before, after) == [
+        ("accuracy", "0.9", "0.95", "+0.05"),
+        ("f1", "-", "0.9", "-"),
+        ("loss", "0.3", "-", "-"),
+    ]

@@ -31,7 +31,6 @@ from cryptography.fernet import Fernet
 
 from mlopsctl.base import toolchain
 from mlopsctl.base.config import HandMadeSecret, load_config
-from mlopsctl.base.hand_made_secrets import secret_object, value_of
 from mlopsctl.base.kubeapi import KubeApi
 from mlopsctl.base.resources import Resource
 from mlopsctl.bootstrap import cluster as bootstrap_cluster
@@ -658,30 +657,6 @@ def test_bad_kubeconfigs_and_an_unreachable_server_are_clear_errors(
 # -- the pure parts -----------------------------------------------------------------------------
 
 
-def test_each_recipe_makes_a_value_of_its_shape_from_the_random_bytes_given() -> None:
-    def counting(size: int) -> bytes:
-        return bytes(range(size))
-
-    assert value_of("hex:4", "", counting) == "00010203"
-    assert base64.b64decode(value_of("base64:24", "", counting)) == bytes(range(24))
-    assert base64.urlsafe_b64decode(value_of("fernet-key", "", counting)) == bytes(range(32))
-    assert value_of("literal:admin:x", "", counting) == "admin:x"
-    assert value_of("git-token", "secret", counting) == "secret"
-    # Without a source given, values are fresh each time.
-    assert value_of("hex:32", "") != value_of("hex:32", "")
-    secret = HandMadeSecret("ml-platform", "promoter", (("a", "hex:2"), ("b", "git-token")))
-    assert secret_object(secret, "secret", counting) == {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "promoter", "namespace": "ml-platform"},
-        "type": "Opaque",
-        "data": {
-            "a": base64.b64encode(b"0001").decode(),
-            "b": base64.b64encode(b"secret").decode(),
-        },
-    }
-
-
 @pytest.mark.parametrize(
     ("context", "configured", "confirmed", "refused"),
     [
@@ -790,21 +765,3 @@ def test_the_ui_hosts_are_those_the_overlays_define(platform_copy: Path) -> None
     assert (
         "grafana login: Secret monitoring/grafana-admin (keys admin-user, admin-password)" in local
     )
-
-
-@pytest.mark.parametrize(
-    ("timeout", "said"),
-    [
-        ("nan", "must be a finite number more than 0, not nan"),
-        ("inf", "must be a finite number more than 0, not inf"),
-        ("0", "must be a finite number more than 0, not 0"),
-        ("-5", "must be a finite number more than 0, not -5"),
-        ("soon", "not a number of seconds: 'soon'"),
-    ],
-)
-def test_a_timeout_that_never_ends_or_is_not_one_is_refused(
-    cli: Callable[..., CliResult], platform: Path, timeout: str, said: str
-) -> None:
-    result = bootstrap(cli, platform, "--timeout", timeout)
-    assert result.exit_code == 2
-    assert "--timeout" in result.stderr and said in result.stderr, result.stderr

@@ -21,14 +21,14 @@ from urllib.parse import urlparse
 import yaml
 
 from mlopsctl.localrun import workloads
-from tests.mlopsctl.localrun.platform_run import (
+from tests.support.chromium import page_text_and_screenshot
+from tests.support.dashboards import DASHBOARD_FILES, load, queries
+from tests.support.platform_run import (
     MODEL,
     RunningPlatform,
     request_inside,
     wait_for,
 )
-from tests.support.chromium import page_text_and_screenshot
-from tests.support.dashboards import DASHBOARD_FILES, load, queries
 
 _URL = re.compile(r"https?://[^\s\"',]+")
 WEBHOOK_BLOCKED = (

@@ -163,30 +163,6 @@ def test_deployment_tags_follow_the_version_that_runs(
     assert deployment_tags(mlflow_server, platform.model, "1") == {}
 
 
-def test_record_deployments_needs_live(cli, platform, mlflow_server):
-    result = cli(
-        "status",
-        "--repo",
-        str(platform.checkout),
-        "--mlflow-uri",
-        mlflow_server.url,
-        "--record-deployments",
-    )
-    assert result.exit_code != 0
-    assert "--record-deployments needs --live" in result.stderr
-    no_environment = cli(
-        "status",
-        "--repo",
-        str(platform.checkout),
-        "--mlflow-uri",
-        mlflow_server.url,
-        "--live",
-        "--record-deployments",
-    )
-    assert no_environment.exit_code != 0
-    assert "and --env (the environment whose registry --mlflow-uri is)" in no_environment.stderr
-
-
 def service_account_directory(kube, api_server, directory: Path, name: str) -> Path:
     """What the kubelet mounts for a pod of service account `name` (ml-platform): a token the
     API server issued for it (TokenRequest) and the cluster's CA."""

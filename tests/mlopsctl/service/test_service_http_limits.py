@@ -7,7 +7,6 @@ The service is the real one on loopback; passes are stand-ins unless a test says
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
@@ -28,7 +27,7 @@ from mlopsctl.base import git
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
-from mlopsctl.service.http import HttpLimits, ReadinessCache
+from mlopsctl.service.http import HttpLimits
 from tests.support.loopback import QuietHandler, serving
 from tests.support.paths import TOOLS_DIR
 from tests.support.promoter import SECRET, metric_total, signed, wait_for
@@ -255,36 +254,6 @@ def test_a_burst_of_readyz_runs_one_git_ls_remote_and_one_mlflow_call(
         json.dumps({"ready": True, "checks": {"git": "ok", "mlflow": "ok"}})
     }
     assert (counts["ls-remote"], counts["health"], counts["most at once"]) == (1, 1, 1)
-
-
-def test_readiness_is_checked_again_once_the_interval_has_passed():
-    now = [1000.0]
-    results = [(True, {"git": "ok"}), (False, {"git": "timed out"})]
-    calls: list[int] = []
-
-    def check() -> tuple[bool, dict[str, str]]:
-        calls.append(1)
-        return results[len(calls) - 1]
-
-    def failing() -> tuple[bool, dict[str, str]]:
-        raise RuntimeError("a bug in the check")
-
-    async def scenario() -> list[tuple[bool, dict[str, str]]]:
-        cache = ReadinessCache(check, 10, clock=lambda: now[0])
-        seen = [await cache.result()]
-        now[0] += 9.5
-        seen.append(await cache.result())  # still within the interval: reused
-        now[0] += 1
-        seen.append(await cache.result())  # past it: checked again
-        broken = ReadinessCache(failing, 10, clock=lambda: now[0])
-        seen.append(await broken.result())
-        cache.close()
-        broken.close()
-        return seen
-
-    seen = asyncio.run(scenario())
-    assert seen == [results[0], results[0], results[1], (False, {"check": "failed: RuntimeError"})]
-    assert len(calls) == 2
 
 
 def test_a_shutdown_finishes_the_pass_in_flight_while_healthz_answers(

@@ -1,4 +1,6 @@
-"""The local environment of this checkout, run as its manifests say, for the tests that need it.
+"""The local environment of this checkout, run as its manifests say, for the tests that need it
+(tests/mlopsctl/localrun/test_local_run.py): the `platform_run` fixture, a plugin named in
+tests/conftest.py's `pytest_plugins`, and what its tests share.
 
 One run per test module (it takes about a minute to come up): the platform's tree as it is in
 this checkout (uncommitted edits included), committed to a bare repository that the run's git
