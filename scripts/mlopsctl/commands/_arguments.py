@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+from pathlib import Path
 
 from mlopsctl.base import git, mirror
 from mlopsctl.base.errors import MlopsctlError
@@ -57,6 +59,39 @@ def positive_integer(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds that a timer can wait: finite and above zero (not nan, not inf)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds: {text}")
+    return seconds
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def existing_directory(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such directory")
+    return path
+
+
+def directory_to_write(text: str) -> Path:
+    """A directory to write into: made when missing; refused when something else is there."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory to write into")
+    return path
 
 
 def remote_of(args: argparse.Namespace, space: Workspace) -> str:

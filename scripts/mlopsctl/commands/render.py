@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from mlopsctl.base import kustomize, toolchain
+from mlopsctl.commands._arguments import directory_to_write
 from mlopsctl.commands._output import write_atomically
 from mlopsctl.commands._workspace import add_repository_argument, select_roots, workspace
 
@@ -14,7 +14,9 @@ from mlopsctl.commands._workspace import add_repository_argument, select_roots, 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("render", help="render kustomize roots")
     parser.add_argument("roots", nargs="*", metavar="ROOT", help="roots to render (default: all)")
-    parser.add_argument("--out", type=Path, help="write one file per root under this directory")
+    parser.add_argument(
+        "--out", type=directory_to_write, help="write one file per root under this directory"
+    )
     parser.add_argument(
         "--network",
         action="store_true",

@@ -19,7 +19,7 @@ from mlopsctl.base import git, mirror, toolchain
 from mlopsctl.base.errors import BranchMismatch, MlopsctlError, UnknownEnvironment
 from mlopsctl.base.kubeapi import IN_CLUSTER, KubeApi, in_cluster_kubeconfig
 from mlopsctl.base.registry import MlflowRegistry
-from mlopsctl.commands._arguments import positive_integer
+from mlopsctl.commands._arguments import positive_integer, positive_seconds
 from mlopsctl.service import Service, Settings, branch_config, pass_allowance_seconds
 
 # How often the main thread wakes to run the handler of a signal another thread received.
@@ -61,8 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--interval",
-        type=float,
-        default=float(_from_environment("MLOPSCTL_RECONCILE_INTERVAL", "60") or 60),
+        type=positive_seconds,
+        # A string: argparse converts it (and says what is wrong with it) only for `serve`.
+        default=_from_environment("MLOPSCTL_RECONCILE_INTERVAL", "60"),
         help="seconds between full reconciles, jittered ($MLOPSCTL_RECONCILE_INTERVAL)",
     )
     parser.add_argument(
@@ -135,8 +136,6 @@ def run(args: argparse.Namespace) -> int:
         raise MlopsctlError(
             f"${args.webhook_secret_env} must hold the webhook secret (16 characters or more)"
         )
-    if args.interval <= 0:
-        raise MlopsctlError(f"--interval must be positive, not {args.interval:g}")
     credentials = git.Credentials(
         os.environ.get(args.git_token_env) or None, args.ssh_key_file, args.known_hosts_file
     )

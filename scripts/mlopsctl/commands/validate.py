@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlopsctl.base import kustomize, toolchain
 from mlopsctl.base.kubeapi import KubeApi, kubeconfig_path
+from mlopsctl.commands._arguments import existing_directory
 from mlopsctl.commands._workspace import add_repository_argument, select_roots, workspace
 from mlopsctl.validate.engine import validate
 from mlopsctl.validate.findings import format_json, format_text
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--schema-dir",
-        type=Path,
+        type=existing_directory,
         action="append",
         default=[],
         help="more custom-resource schemas (<group>/<kind>_<version>.json), checked first",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import random
 import shutil
 import subprocess
@@ -201,6 +202,11 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.environments:
             raise MlopsctlError("the promoter owns no environment: name at least one")
+        if not math.isfinite(self.interval_seconds) or self.interval_seconds <= 0:
+            raise MlopsctlError(
+                f"the reconcile interval must be a positive, finite number of seconds, not "
+                f"{self.interval_seconds}"
+            )
 
     @property
     def health_deadline_seconds(self) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlopsctl.base.config import load_config
+from mlopsctl.base.mirror import mirrors_directory
 from mlopsctl.commands._arguments import landing, remote_of
 from mlopsctl.commands._workspace import Workspace
 from tests.support.cli import CliResult
@@ -121,14 +122,19 @@ def test_a_landing_dry_runs_only_when_asked_and_opens_pull_requests_only_with_a_
 ):
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     # rollback has no --dry-run flag: its namespace lacks the attribute.
-    without_flag = landing(argparse.Namespace(max_attempts=7), "/srv/git/platform.git")
+    without_flag = landing(
+        argparse.Namespace(max_attempts=7, mirror_dir=None), "/srv/git/platform.git"
+    )
     assert (without_flag.dry_run, without_flag.max_attempts) == (False, 7)
     assert without_flag.pull_requests is None
-    dry = landing(argparse.Namespace(max_attempts=1, dry_run=True), "/srv/git/platform.git")
+    dry = landing(
+        argparse.Namespace(max_attempts=1, dry_run=True, mirror_dir=None), "/srv/git/platform.git"
+    )
     assert dry.dry_run
     monkeypatch.setenv("GITHUB_TOKEN", "token")
     with_token = landing(
-        argparse.Namespace(max_attempts=1), "https://github.com/example-org/mlops-platform.git"
+        argparse.Namespace(max_attempts=1, mirror_dir=None),
+        "https://github.com/example-org/mlops-platform.git",
     )
     assert with_token.pull_requests is not None
 
@@ -146,3 +152,22 @@ def test_a_github_token_for_a_remote_that_is_not_github_is_refused_before_any_cl
     assert f"GITHUB_TOKEN is set but {remote!r} is not a github.com remote" in result.stderr
     assert "set GITHUB_REPOSITORY" in result.stderr
     assert "cannot clone" not in result.stderr
+
+
+def test_a_landing_keeps_its_mirror_where_asked_or_clones_afresh_with_none(tmp_path: Path):
+    assert (
+        landing(
+            argparse.Namespace(max_attempts=1, mirror_dir=str(tmp_path)), "/srv/git/platform.git"
+        ).mirrors
+        == tmp_path
+    )
+    assert (
+        landing(argparse.Namespace(max_attempts=1, mirror_dir="none"), "/srv/git/p.git").mirrors
+        is None
+    )
+    assert (
+        landing(
+            argparse.Namespace(max_attempts=1, mirror_dir=None), "/srv/git/platform.git"
+        ).mirrors
+        == mirrors_directory()
+    )

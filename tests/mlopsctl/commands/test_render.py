@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.support.paths import REPOSITORY
 from tests.support.trees import MINIMAL_CONFIG, write_tree
 
@@ -84,11 +82,6 @@ def test_a_root_that_needs_the_network_is_named_and_left_out(cli, tmp_path: Path
     assert "# mlopsctl render: remote" not in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileExistsError,
-    reason="product bug: `render --out` naming a file ends in a FileExistsError traceback",
-)
 def test_an_out_path_that_is_a_file_is_refused_naming_it(cli, tmp_path: Path):
     repository = write_tree(
         tmp_path / "repository",

