@@ -20,6 +20,7 @@ import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +268,24 @@ def _stop_group(process: subprocess.Popen[str]) -> None:
     process.wait()
 
 
+# File descriptors every git started in this context inherits: a lock held on a mirror stays
+# held by a git that outlives the process that started it (killed, its git orphaned), until
+# that git ends too.
+_inherited_descriptors: ContextVar[tuple[int, ...]] = ContextVar(
+    "mlopsctl_git_inherited_descriptors", default=()
+)
+
+
+@contextmanager
+def passing_descriptor(descriptor: int) -> Iterator[None]:
+    """Every git run in this block inherits `descriptor` (a lock file's)."""
+    token = _inherited_descriptors.set((*_inherited_descriptors.get(), descriptor))
+    try:
+        yield
+    finally:
+        _inherited_descriptors.reset(token)
+
+
 def _run(
     arguments: Sequence[str],
     directory: Path | None,
@@ -306,6 +325,7 @@ def _run_bounded(
         text=True,
         # Its own process group, so that a timeout ends git-remote-https and ssh with it.
         start_new_session=True,
+        pass_fds=_inherited_descriptors.get(),
     )
     try:
         stdout, stderr = process.communicate(timeout=seconds)

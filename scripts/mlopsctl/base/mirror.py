@@ -90,10 +90,10 @@ class Mirror:
                 with temporary_clone(self.remote, branch) as clone:
                     yield clone
                 return
-            try:
+            # Every git run on the mirror holds the lock too: one orphaned by a kill keeps the
+            # mirror from the next process until it ends (the kernel drops the lock then).
+            with git.passing_descriptor(lock.fileno()):
                 yield self.synchronised(branch)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _lock_path(self) -> Path:
         return self.directory.with_name(self.directory.name + ".lock")

@@ -246,6 +246,65 @@ def test_open_checkout_without_a_directory_is_a_throwaway_clone(upstream: Upstre
     assert not clone.exists()
 
 
+class StalledFetch:
+    """Another process fetching into the mirror, its transfer stalled midway through the pack."""
+
+    def __init__(self, upstream: Upstream, mirror: Mirror, directory: Path) -> None:
+        # A commit big enough that its pack is still arriving when the transfer stalls.
+        upstream.commit("model-card.bin", os.urandom(2_000_000).hex())
+        started = directory / "upload-pack-started"
+        self.stall = directory / "stall"
+        self.stall.write_text("")
+        wrapper = directory / "slow-upload-pack"
+        wrapper.write_text(
+            textwrap.dedent(
+                f"""\
+                #!/bin/sh
+                if [ -e {self.stall} ]; then
+                    touch {started}
+                    # The advertisement and the start of the pack go through; then nothing.
+                    git-upload-pack "$@" | (head -c 65536; sleep 600)
+                else
+                    exec git-upload-pack "$@"
+                fi
+                """
+            )
+        )
+        wrapper.chmod(0o755)
+        run_git(mirror.directory, "config", "remote.origin.uploadpack", str(wrapper))
+        self.fetcher = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys\n"
+                "from pathlib import Path\n"
+                "from mlopsctl.base import git\n"
+                "from mlopsctl.base.mirror import Mirror\n"
+                "with Mirror(Path(sys.argv[1]), git.Remote(sys.argv[2])).checkout('main'):\n"
+                "    pass\n",
+                str(mirror.directory),
+                str(upstream.remote),
+            ],
+            env={**os.environ, "PYTHONPATH": f"{REPOSITORY / 'scripts'}"},
+            start_new_session=True,
+        )
+        self.git: list[int] = []
+        deadline = time.monotonic() + 30
+        while not self.git and time.monotonic() < deadline:
+            if started.exists():
+                time.sleep(0.5)  # the pack is arriving
+                self.git = git_processes_in(mirror.directory)
+            time.sleep(0.05)
+        if not self.git:
+            self.kill_all()
+            pytest.fail("no git was fetching into the mirror")
+
+    def kill_all(self) -> None:
+        for pid in [self.fetcher.pid, *self.git]:
+            kill_group(pid)
+        self.fetcher.wait()
+
+
 def test_a_fetch_killed_midway_leaves_a_mirror_the_next_use_repairs(
     upstream: Upstream, tmp_path: Path
 ):
@@ -254,60 +313,40 @@ def test_a_fetch_killed_midway_leaves_a_mirror_the_next_use_repairs(
     mirror = mirror_of(upstream, tmp_path)
     with mirror.checkout("main"):
         pass
-    # A commit big enough that its pack is still arriving when the transfer stalls.
-    upstream.commit("model-card.bin", os.urandom(2_000_000).hex())
-    started = tmp_path / "upload-pack-started"
-    stall = tmp_path / "stall"
-    stall.write_text("")
-    wrapper = tmp_path / "slow-upload-pack"
-    wrapper.write_text(
-        textwrap.dedent(
-            f"""\
-            #!/bin/sh
-            if [ -e {stall} ]; then
-                touch {started}
-                # The advertisement and the start of the pack go through; then nothing more.
-                git-upload-pack "$@" | (head -c 65536; sleep 600)
-            else
-                exec git-upload-pack "$@"
-            fi
-            """
-        )
-    )
-    wrapper.chmod(0o755)
-    run_git(mirror.directory, "config", "remote.origin.uploadpack", str(wrapper))
-    fetcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            "from pathlib import Path\n"
-            "from mlopsctl.base import git\n"
-            "from mlopsctl.base.mirror import Mirror\n"
-            "Mirror(Path(sys.argv[1]), git.Remote(sys.argv[2])).synchronised('main')\n",
-            str(mirror.directory),
-            str(upstream.remote),
-        ],
-        env={**os.environ, "PYTHONPATH": f"{REPOSITORY / 'scripts'}"},
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), "the fetch never reached the remote"
-        time.sleep(0.5)  # the pack is arriving
-        fetching = git_processes_in(mirror.directory)
-        assert fetching, "no git was fetching into the mirror"
-    finally:
-        for pid in [fetcher.pid, *git_processes_in(mirror.directory)]:
-            kill_group(pid)
-        fetcher.wait()
+    stalled = StalledFetch(upstream, mirror, tmp_path)
+    stalled.kill_all()
     assert run_git(mirror.directory, "rev-parse", "origin/main").strip() != upstream.head()
-    stall.unlink()
+    stalled.stall.unlink()
     with mirror.checkout("main") as clone:
+        assert clone == mirror.directory
         assert_at_remote_head(clone, upstream)
         assert (clone / "model-card.bin").stat().st_size == 4_000_000
+
+
+def test_a_git_that_outlives_its_killed_process_keeps_the_mirror_to_itself(
+    upstream: Upstream, tmp_path: Path
+):
+    """Only the process is killed (kill -9 in a terminal): the git it started lives on, still
+    writing into the mirror, so the next process must not touch the mirror until it ends."""
+    log: list[str] = []
+    mirror = mirror_of(upstream, tmp_path, log)
+    with mirror.checkout("main"):
+        pass
+    stalled = StalledFetch(upstream, mirror, tmp_path)
+    try:
+        os.kill(stalled.fetcher.pid, signal.SIGKILL)
+        stalled.fetcher.wait()
+        assert all(Path(f"/proc/{pid}").exists() for pid in stalled.git)
+        with mirror.checkout("main") as clone:
+            assert clone != mirror.directory
+            assert_at_remote_head(clone, upstream)
+        assert any("is in use: working on a fresh clone" in line for line in log), log
+    finally:
+        stalled.kill_all()
+    stalled.stall.unlink()
+    with mirror.checkout("main") as clone:
+        assert clone == mirror.directory  # the orphaned git is gone, and with it the lock
+        assert_at_remote_head(clone, upstream)
 
 
 def kill_group(pid: int) -> None:
