@@ -110,6 +110,11 @@ def promoter(server: MlflowServer, remote: Path, scratch: Path) -> Iterator[int]
     finally:
         process.terminate()
         process.wait(timeout=60)
+        # MLflow would go on delivering to the stopped promoter, each delivery retried with
+        # back-off by one of its 10 delivery threads: the next part's events would queue behind.
+        client = server.client()
+        for webhook in client.list_webhooks():
+            client.delete_webhook(webhook.webhook_id)
 
 
 def phase_seconds(port: int) -> tuple[dict[str, float], float]:

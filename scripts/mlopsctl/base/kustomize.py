@@ -168,7 +168,12 @@ def _reads_of(
                 ):
                     continue
                 try:
-                    target = (directory / candidate).resolve()
+                    joined = directory / candidate
+                    # Most strings (labels, literals) name nothing: one stat says so, before
+                    # the symlink-resolving walk a path that exists gets.
+                    if not os.path.lexists(joined):
+                        continue
+                    target = joined.resolve()
                     if target.is_dir():
                         reads |= _reads_of(target, known, visiting)
                     elif target.is_file():
