@@ -272,6 +272,7 @@ class StalledFetch:
         )
         wrapper.chmod(0o755)
         run_git(mirror.directory, "config", "remote.origin.uploadpack", str(wrapper))
+        self.lock_path = mirror.directory.with_name(mirror.directory.name + ".lock")
         self.fetcher = subprocess.Popen(
             [
                 sys.executable,
@@ -303,6 +304,18 @@ class StalledFetch:
         for pid in [self.fetcher.pid, *self.git]:
             kill_group(pid)
         self.fetcher.wait()
+        # The kernel frees the lock once the last killed holder has exited, a moment later.
+        deadline = time.monotonic() + 10
+        with self.lock_path.open("a+") as lock:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+                    return
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
 
 def test_a_fetch_killed_midway_leaves_a_mirror_the_next_use_repairs(
