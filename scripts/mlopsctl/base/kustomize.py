@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,16 @@ def kustomization_file(directory: Path) -> Path | None:
 
 
 def load_kustomization(path: Path) -> dict[str, Any]:
-    return _load_kustomization(path, path.stat().st_mtime_ns)
+    """The kustomization at `path`, parsed once per content: the promoter reads the same
+    unchanged files every pass, and an edited file (whatever its timestamps) is parsed again.
+    Callers must not change what it returns: it is shared."""
+    return _parse_kustomization(path, path.read_text(encoding="utf-8"))
 
 
-@cache
-def _load_kustomization(path: Path, modified_ns: int) -> dict[str, Any]:
-    # modified_ns is part of the cache key so an edited file is read again.
+@lru_cache(maxsize=4096)
+def _parse_kustomization(path: Path, text: str) -> dict[str, Any]:
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+        document = yaml.load(text, Loader=YAML_LOADER)
     except yaml.YAMLError as error:
         raise MlopsctlError(f"{path}: not valid YAML: {error}") from error
     if document is None:
