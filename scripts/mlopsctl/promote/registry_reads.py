@@ -20,11 +20,15 @@ from typing import Any, Generic, TypeVar
 from mlopsctl.base.registry import ModelVersion, Registry
 
 # How many reads are under way at once. Measured with `status` at 2,000 models x 3 environments
-# against the tests' MLflow server (one uvicorn worker, sqlite, on 2 cores): 1 at a time took
-# 22.7 s, 4 took 16.9 s, 8 took 16.4 s and 16 no less; the server's own time per request is the
-# bound from 4 on (see tests/benchmarks/promotion.py). Eight keeps every thread on a kept-alive
-# connection of MLflow's HTTP pool, which holds 10 per host (MLFLOW_HTTP_POOL_MAXSIZE): past
-# that, each extra request opens a connection and urllib3 logs a warning as it throws it away.
+# (4,000 alias reads; tests/benchmarks/promotion.py): against the tests' MLflow server (one
+# uvicorn worker, sqlite, on the same 2 cores) every bound from 1 to 16 took 21-29 s, as that
+# server spends 3.7-4.5 ms of its one core per request whatever the client does; against a
+# server whose requests each wait (MLflow run with `--workers 2`, where a kept-alive request
+# stalls 48 ms), 1 took 213 s, 2 took 106 s, 4 took 55 s and 8 took 30 s. A registry across a
+# network, or with replicas behind a Service, is of the second kind. Eight, not more: each
+# thread keeps a kept-alive connection of MLflow's HTTP pool, which holds 10 per host
+# (MLFLOW_HTTP_POOL_MAXSIZE); past that every extra request opens a connection and urllib3
+# throws it away after the answer.
 CONCURRENT_READS = 8
 
 Key = TypeVar("Key", bound=Hashable)
