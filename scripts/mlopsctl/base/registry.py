@@ -180,17 +180,29 @@ class _SettingsGate:
                 return
             waiter = _Waiter(value)
             self._waiting.append(waiter)
-            while not waiter.admitted:
-                self._condition.wait()
+            try:
+                while not waiter.admitted:
+                    self._condition.wait()
+            except BaseException:
+                # Interrupted (Ctrl-C) while waiting: a place kept for a caller that is gone
+                # would hold the gate shut for everyone after it.
+                if waiter.admitted:
+                    self._release()
+                else:
+                    self._waiting.remove(waiter)
+                raise
 
     def _leave(self) -> None:
         with self._condition:
-            self._holders -= 1
-            if self._holders:
-                return
-            self._in_force = None
-            if not self._waiting:
-                return
+            self._release()
+
+    def _release(self) -> None:
+        """One holder less; the last one out lets the oldest waiting value in. Holds the lock."""
+        self._holders -= 1
+        if self._holders:
+            return
+        self._in_force = None
+        if self._waiting:
             value = self._waiting[0].settings
             _write_settings(value)
             self._in_force = value
