@@ -19,14 +19,17 @@ from typing import Any, Generic, TypeVar
 
 from mlopsctl.base.registry import ModelVersion, Registry
 
-# How many reads are under way at once. Measured with `status` at 2,000 models x 3 environments
-# (4,000 alias reads; tests/benchmarks/promotion.py): against the tests' MLflow server (one
-# uvicorn worker, sqlite, on the same 2 cores) every bound from 1 to 16 took 21-29 s, as that
-# server spends 3.7-4.5 ms of its one core per request whatever the client does; against a
-# server whose requests each wait (MLflow run with `--workers 2`, where a kept-alive request
-# stalls 48 ms), 1 took 213 s, 2 took 106 s, 4 took 55 s and 8 took 30 s. A registry across a
-# network, or with replicas behind a Service, is of the second kind. Eight, not more: each
-# thread keeps a kept-alive connection of MLflow's HTTP pool, which holds 10 per host
+# How many reads are under way at once, measured with `status` at 2,000 models x 3 environments
+# (4,000 alias reads; tests/benchmarks/promotion.py) in two regimes:
+# - the server's own time per read bounds it: the tests' MLflow (one uvicorn worker, sqlite) on
+#   the same 2 cores as the client spends 4-5 ms of its one core per read whatever the client
+#   does. Medians of 3: 1 at a time 20.7 s, 2 19.3 s, 4 20.7 s, 8 22.5 s: overlapping helps
+#   little, and 8 requests contending for that server's one interpreter cost it ~10%;
+# - each read waits on something else than the server's CPU (a network's round trip, replicas
+#   behind a Service; here MLflow run with `--workers 2`, where a kept-alive request stalls
+#   48 ms): 1 took 213 s, 2 106 s, 4 55 s, 8 30 s.
+# A registry across a network is the second kind, and where the bound matters: 8. Not more:
+# each thread keeps a kept-alive connection of MLflow's HTTP pool, which holds 10 per host
 # (MLFLOW_HTTP_POOL_MAXSIZE); past that every extra request opens a connection and urllib3
 # throws it away after the answer.
 CONCURRENT_READS = 8
