@@ -14,6 +14,7 @@ misconfigured registry can never read as "nothing to do".
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import tempfile
@@ -75,12 +76,15 @@ RETRIES_VARIABLE = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 BACKOFF_VARIABLE = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
 
 # MLflow reads its HTTP settings from the process environment at every request; there is no
-# per-client or per-call argument. Each call therefore sets them under this lock, so calls with
-# different settings (a webhook create that must not be retried, `mlopsctl diff`'s shorter
-# timeout) never overlap. Each key is added once per process and then only changed, never
-# removed: a key added or removed while another thread copies os.environ (for a subprocess)
-# can break that copy; a changed value cannot.
-_environment_lock = threading.RLock()
+# per-client or per-call argument. Each call therefore runs with its settings written there,
+# under `_settings_gate`: calls that share one set of settings run at once (`status` and the
+# promoter's plan read thousands of aliases concurrently), while a call with other settings (a
+# webhook create that must not be retried, `mlopsctl diff`'s shorter timeout) waits until they
+# have drained, and they for it: a request never reads settings written for another call.
+# Each key is added once per process and then only changed, never removed: a key added or
+# removed while another thread copies os.environ (for a subprocess) can break that copy; a
+# changed value cannot. Every write of os.environ here is made under this lock.
+_environment_lock = threading.Lock()
 # What this module wrote, so a later MlflowRegistry does not take it for the operator's setting,
 # and what the operator had set before it was overwritten.
 _written: dict[str, str] = {}
@@ -104,17 +108,115 @@ def _operator_setting(name: str) -> int | None:
         raise RegistryError(f"${name} must be a whole number, not {value!r}") from None
 
 
-@contextmanager
-def _mlflow_http_settings(settings: Mapping[str, str]) -> Iterator[None]:
-    with _environment_lock:
-        for name, value in settings.items():
-            current = os.environ.get(name)
-            if current != _written.get(name):
-                _operator_values[name] = current
-            if current != value:
-                os.environ[name] = value
-            _written[name] = value
-        yield
+def _write_settings(settings: tuple[tuple[str, str], ...]) -> None:
+    """Put `settings` in os.environ for MLflow to read; the caller holds `_environment_lock`."""
+    for name, value in settings:
+        current = os.environ.get(name)
+        if current != _written.get(name):
+            _operator_values[name] = current
+        if current != value:
+            os.environ[name] = value
+        _written[name] = value
+
+
+@dataclass(eq=False)
+class _Waiter:
+    settings: tuple[tuple[str, str], ...]
+    admitted: bool = False
+
+
+class _SettingsGate:
+    """A shared lock keyed by a value: any number of holders of the value in force at once; a
+    caller with another value waits until they drain, and then holds the gate with every other
+    waiter of its value.
+
+    Fair both ways: once a caller with another value waits, newcomers with the value in force
+    queue behind it (a steady stream of reads cannot starve a webhook create), and waiters are
+    admitted oldest value first. The settings are written to os.environ each time a value comes
+    into force, and checked against os.environ then even when the value is the same as the
+    last one: something else (a test's monkeypatch, the operator's code) may have changed the
+    variables while no call was running, and a request must read what its call asked for.
+
+    Re-entrant for the same value in one thread, as the plain RLock before it was; a nested
+    call with other settings would wait for its own caller, and is refused instead.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(_environment_lock)
+        self._in_force: tuple[tuple[str, str], ...] | None = None
+        self._holders = 0
+        self._waiting: collections.deque[_Waiter] = collections.deque()
+        self._held = threading.local()
+
+    @contextmanager
+    def holding(self, settings: Mapping[str, str]) -> Iterator[None]:
+        value = tuple(sorted(settings.items()))
+        held: tuple[tuple[str, str], ...] | None = getattr(self._held, "value", None)
+        if held is not None:
+            if held != value:
+                raise RuntimeError(
+                    "a registry call with other HTTP settings was made from inside a registry "
+                    "call; it would wait for its own caller"
+                )
+            yield
+            return
+        self._enter(value)
+        self._held.value = value
+        try:
+            yield
+        finally:
+            self._held.value = None
+            self._leave()
+
+    def _enter(self, value: tuple[tuple[str, str], ...]) -> None:
+        with self._condition:
+            if self._holders == 0 and not self._waiting:
+                _write_settings(value)
+                self._in_force = value
+                self._holders = 1
+                return
+            if self._in_force == value and not self._waiting:
+                self._holders += 1
+                return
+            waiter = _Waiter(value)
+            self._waiting.append(waiter)
+            try:
+                while not waiter.admitted:
+                    self._condition.wait()
+            except BaseException:
+                # Interrupted (Ctrl-C) while waiting: a place kept for a caller that is gone
+                # would hold the gate shut for everyone after it.
+                if waiter.admitted:
+                    self._release()
+                else:
+                    self._waiting.remove(waiter)
+                raise
+
+    def _leave(self) -> None:
+        with self._condition:
+            self._release()
+
+    def _release(self) -> None:
+        """One holder less; the last one out lets the oldest waiting value in. Holds the lock."""
+        self._holders -= 1
+        if self._holders:
+            return
+        self._in_force = None
+        if self._waiting:
+            value = self._waiting[0].settings
+            _write_settings(value)
+            self._in_force = value
+            admitted = [waiter for waiter in self._waiting if waiter.settings == value]
+            self._waiting = collections.deque(
+                waiter for waiter in self._waiting if waiter.settings != value
+            )
+            for waiter in admitted:
+                waiter.admitted = True
+            self._holders = len(admitted)
+            self._condition.notify_all()
+
+
+_settings_gate = _SettingsGate()
 
 
 def _does_not_exist(error: MlflowException) -> bool:
@@ -174,6 +276,13 @@ class MlflowRegistry:
     backoff_factor: int | None = None
     calls: int = 0
     _client: MlflowClient | None = field(default=None, init=False, repr=False)
+    # `calls += 1` is a read and a write: two threads can both read 5 and both write 6.
+    _calls_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    _client_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -211,17 +320,33 @@ class MlflowRegistry:
         }
 
     def _mlflow(self) -> MlflowClient:
-        if self._client is None:
-            with _environment_lock:
-                # A promoter must not send usage reports from inside a cluster (nor a test
-                # outside loopback); MLFLOW_DISABLE_TELEMETRY=false set by the operator wins.
-                if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
-                    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-            # Imported here: MLflow's import weight is paid by the commands that use it only.
-            from mlflow.tracking import MlflowClient
+        """The one MlflowClient of this registry, shared by every thread that calls it.
 
-            self._client = MlflowClient(tracking_uri=self.base_url, registry_uri=self.base_url)
-        return self._client
+        MLflow's client is safe to call from threads (checked in MLflow 3.17's sources): each
+        request builds its headers and credentials afresh from the environment
+        (`rest_utils.http_request`, `resolve_request_headers`), and sends through a
+        `requests.Session` that `request_utils._get_request_session` caches per retry policy
+        and process (an `functools.lru_cache`, itself thread-safe; two threads that miss it at
+        once build two sessions and one is kept). A session's connections come from urllib3's
+        pool, which hands each connection to one request at a time; the server sets no cookies
+        for the session's jar to share. The pool keeps MLFLOW_HTTP_POOL_MAXSIZE (10) connections
+        per host: more concurrent calls than that would open and throw away connections, each
+        with a warning, so callers keep their concurrency below it. The registry client inside
+        MlflowClient is made on first use, unlocked; two threads racing there would each make
+        one and both work.
+        """
+        with self._client_lock:
+            if self._client is None:
+                with _environment_lock:
+                    # A promoter must not send usage reports from inside a cluster (nor a test
+                    # outside loopback); MLFLOW_DISABLE_TELEMETRY=false set by the operator wins.
+                    if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
+                        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+                # Imported here: MLflow's import weight is paid by the commands that use it only.
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.base_url, registry_uri=self.base_url)
+            return self._client
 
     def _call(
         self,
@@ -234,8 +359,9 @@ class MlflowRegistry:
         from mlflow.exceptions import MlflowException
 
         attempts = attempts or self.attempts or DEFAULT_ATTEMPTS
-        self.calls += 1
-        with _mlflow_http_settings(self._settings(attempts)):
+        with self._calls_lock:
+            self.calls += 1
+        with _settings_gate.holding(self._settings(attempts)):
             try:
                 # Inside: MLflow refuses a tracking URI scheme it has no store for only here.
                 return operation(self._mlflow())

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 from mlopsctl.base.inventory import LocatedPin
 from mlopsctl.base.registry import ModelVersion, Registry
 from mlopsctl.promote.gates import nothing_pinned
+from mlopsctl.promote.registry_reads import read_all
 
 IN_SYNC = "in sync"
 BEHIND = "behind"
@@ -59,28 +60,42 @@ class StatusRow:
 
 
 def status_rows(pins: list[LocatedPin], registry: Registry) -> list[StatusRow]:
-    """One row per (environment, model, alias), in the order the pins were found; registry
-    answers are shared between pins following one alias or pinning one version."""
-    by_alias: dict[tuple[str, str], ModelVersion | None] = {}
-    by_version: dict[tuple[str, str], ModelVersion | None] = {}
+    """One row per (environment, model, alias), in the order the pins were found.
+
+    The registry is asked once per (model, alias), then once per pinned version that no alias
+    answered: pins following one alias or pinning one version share its answer. Each round is
+    read concurrently (`registry_reads.read_all`): a failed read raises as a serial loop would,
+    the first failing key in pin order, and no read starts after it. Aliases are all read before
+    any version, so a version read that would have failed before a later pin's failing alias
+    read is not the error raised, nor is one that an alias answer made unnecessary."""
+    by_alias = read_all(
+        ((located.model, located.alias) for located in pins),
+        lambda key: registry.version_by_alias(*key),
+    )
+    by_version: dict[tuple[str, str], ModelVersion | None] = {
+        (target.model, target.version): target for target in by_alias.values() if target
+    }
+    by_version.update(
+        read_all(
+            (
+                (located.model, located.pin.value)
+                for located in pins
+                if not nothing_pinned(located.pin.value)
+                and (located.model, located.pin.value) not in by_version
+            ),
+            lambda key: registry.version(*key),
+        )
+    )
     groups: dict[tuple[str, str, str], list[PinnedFile]] = {}
     for located in pins:
-        key = (located.model, located.alias)
-        if key not in by_alias:
-            by_alias[key] = registry.version_by_alias(*key)
-        target = by_alias[key]
-        if target is not None:
-            by_version[(target.model, target.version)] = target
+        target = by_alias[(located.model, located.alias)]
         pinned = located.pin.value
-        if not nothing_pinned(pinned) and (located.model, pinned) not in by_version:
-            by_version[(located.model, pinned)] = registry.version(located.model, pinned)
-        pinned_version = by_version.get((located.model, pinned))
         groups.setdefault((located.environment or "", located.model, located.alias), []).append(
             PinnedFile(
                 file=located.file,
                 line=located.pin.value_line,
                 pinned=pinned,
-                state=_pin_state(pinned, target, pinned_version),
+                state=_pin_state(pinned, target, by_version.get((located.model, pinned))),
             )
         )
     rows = []

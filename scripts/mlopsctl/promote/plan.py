@@ -17,6 +17,7 @@ from mlopsctl.base.errors import MlopsctlError
 from mlopsctl.base.registry import ModelVersion, Registry
 from mlopsctl.promote.edits import Edit, ModelChange
 from mlopsctl.promote.gates import nothing_pinned, refusals, uncompared
+from mlopsctl.promote.registry_reads import PlanAnswers
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,20 @@ def plan_models(
     source: str = "cli",
     compare_with_pinned: bool = True,
 ) -> Plan:
-    """The plan for the given model pins; each pin is planned on its own."""
+    """The plan for the given model pins; each pin is planned on its own.
+
+    The registry is read through this plan's own `PlanAnswers`: every (model, alias) the pins
+    follow is fetched up front, concurrently, and each read is made once per key, so the pins
+    that follow one alias are planned from one answer. The answers are dropped with the plan:
+    a plan made after a rejected push must see what the registry says then."""
     result = Plan()
+    answers = PlanAnswers(registry)
+    answers.prefetch_aliases((located.model, located.alias) for located in pins)
     for located in pins:
         environment = located.environment or ""
         try:
-            _plan_one(located, registry, config, source, compare_with_pinned, result)
+            # A failed read is kept as its key's answer: every pin that needs it fails alone.
+            _plan_one(located, answers, config, source, compare_with_pinned, result)
         except MlopsctlError as error:
             # A failed read for one model must not hold back every other model's promotion.
             result.failures.append(
