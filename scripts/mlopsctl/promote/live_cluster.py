@@ -26,13 +26,18 @@ class EnvironmentReader:
         self.environment = environment
         self._applications: dict[str, dict[str, Any]] | None = None
         self._listed: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        # One view per component: every model the component serves is a row that asks for it,
+        # and a view reads the whole pod template (2,000 variables, say) once.
+        self._views: dict[str, ClusterView] = {}
         self._error = ""
 
     def view(self, component: str) -> ClusterView:
         if self._error:
             return ClusterView(error=self._error)
         try:
-            return self._view(component)
+            if component not in self._views:
+                self._views[component] = self._view(component)
+            return self._views[component]
         except KubeApiError as error:
             # The cluster did not answer: every later row of this environment says so at once
             # rather than waiting out the same timeout again.
@@ -106,7 +111,8 @@ def _pinned_versions(
     """Model name -> version, from every `models:/<name>/<version>` the pod template reads."""
 
     def data_of(name: str) -> dict[str, Any]:
-        return dict((config_maps.get(name) or {}).get("data") or {})
+        data = (config_maps.get(name) or {}).get("data")
+        return data if isinstance(data, dict) else {}
 
     values: list[str] = []
     template = (spec.get("template") or {}).get("spec") or {}

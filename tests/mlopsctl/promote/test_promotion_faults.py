@@ -293,14 +293,17 @@ def test_a_planner_error_is_not_swallowed(platform: Platform, mlflow_server: Mlf
 
 
 def pins_planned(platform: Platform, environments: list[str]) -> int:
-    """How many alias reads one plan of these environments makes (one per pin)."""
+    """How many alias reads one plan of these environments makes: one per (model, alias), however
+    many pins follow it."""
     config = load_config(platform.checkout)
-    return sum(
-        1
-        for located in inventory.model_pins(
-            inventory.scan(platform.checkout, config.render_exclude), None, platform.model
-        )
-        if located.environment in environments
+    return len(
+        {
+            (located.model, located.alias)
+            for located in inventory.model_pins(
+                inventory.scan(platform.checkout, config.render_exclude), None, platform.model
+            )
+            if located.environment in environments
+        }
     )
 
 
