@@ -94,6 +94,7 @@ def plan_models(
     result = Plan()
     answers = PlanAnswers(registry)
     answers.prefetch_aliases((located.model, located.alias) for located in pins)
+    _prefetch_for_edits(pins, answers, config)
     for located in pins:
         environment = located.environment or ""
         try:
@@ -110,6 +111,42 @@ def plan_models(
                 )
             )
     return result
+
+
+def _prefetch_for_edits(
+    pins: Sequence[inventory.LocatedPin], answers: PlanAnswers, config: Config
+) -> None:
+    """The reads each pin whose alias moved will make (its new run's metrics, its signature for
+    the gate, the pinned version and then that version's run), concurrently, in two rounds:
+    the second needs the pinned versions' runs."""
+    moving = []
+    for located in pins:
+        target = answers.known_alias(located.model, located.alias)
+        if target is not None and target.version != located.pin.value:
+            moving.append((located, target))
+    if not moving:
+        return
+    answers.prefetch(
+        versions=[
+            (located.model, located.pin.value)
+            for located, _target in moving
+            if not nothing_pinned(located.pin.value)
+        ],
+        metrics=[target.run_id for _located, target in moving if target.run_id],
+        signatures=[
+            (located.model, target.version)
+            for located, target in moving
+            if config.promotion.for_environment(located.environment or "").gates.require_signature
+        ],
+    )
+    answers.prefetch(
+        metrics=[
+            old.run_id
+            for located, _target in moving
+            if (old := answers.known_version(located.model, located.pin.value)) is not None
+            and old.run_id
+        ]
+    )
 
 
 def _plan_one(

@@ -149,6 +149,46 @@ class PlanAnswers:
         wanted = [key for key in dict.fromkeys(keys) if key not in self._aliases]
         self._aliases.update(read_each(wanted, lambda key: self.registry.version_by_alias(*key)))
 
+    def prefetch(
+        self,
+        versions: Iterable[tuple[str, str]] = (),
+        metrics: Iterable[str] = (),
+        signatures: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Reads every version, run's metrics and signature not yet known, concurrently (the
+        reads a plan makes once it knows where each alias points); a failure is kept as the
+        answer of its key alone, as a read made when asked would have failed."""
+        stores: dict[str, dict[Any, Any]] = {
+            "version": self._versions,
+            "metrics": self._metrics,
+            "signature": self._signatures,
+        }
+        asked: tuple[tuple[str, Iterable[Any]], ...] = (
+            ("version", versions),
+            ("metrics", metrics),
+            ("signature", signatures),
+        )
+        wanted = [(kind, key) for kind, keys in asked for key in keys if key not in stores[kind]]
+        for (kind, key), answer in read_each(wanted, self._read_one).items():
+            stores[kind][key] = answer
+
+    def _read_one(self, read: tuple[str, Any]) -> Any:
+        kind, key = read
+        if kind == "version":
+            return self.registry.version(*key)
+        if kind == "metrics":
+            return self.registry.run_metrics(key)
+        return self.registry.signature(*key)
+
+    def known_alias(self, model: str, alias: str) -> ModelVersion | None:
+        """Where the alias points, if it was read and answered; None otherwise (never reads)."""
+        answer = self._aliases.get((model, alias))
+        return None if answer is None or answer.error is not None else answer.get()
+
+    def known_version(self, model: str, version: str) -> ModelVersion | None:
+        answer = self._versions.get((model, version))
+        return None if answer is None or answer.error is not None else answer.get()
+
     def version_by_alias(self, model: str, alias: str) -> ModelVersion | None:
         return _remembered(
             self._aliases, (model, alias), lambda key: self.registry.version_by_alias(*key)

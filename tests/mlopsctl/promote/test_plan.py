@@ -190,3 +190,43 @@ def test_a_failed_alias_read_fails_each_pin_following_it_and_no_other(config: Co
         assert failure.reason == f"broken@challenger: {error}"
         assert failure.exit_code == RegistryError.exit_code
     assert registry.reads[("alias", "broken", "challenger")] == 1  # the failure is its answer
+
+
+class HeldReads(ScriptedRegistry):
+    """Holds every read after the alias reads at a barrier: version, metrics and signature reads
+    made one after another break it."""
+
+    def __init__(self, scripts: dict[tuple[str, str], list[str]], parties: int) -> None:
+        super().__init__(scripts)
+        self.held = threading.Barrier(parties)
+
+    def version(self, model: str, number: str) -> ModelVersion | None:
+        self.held.wait(WAIT_SECONDS)
+        return super().version(model, number)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        if run_id.endswith("-2"):  # the new versions' runs, read with the first round
+            self.held.wait(WAIT_SECONDS)
+        return super().run_metrics(run_id)
+
+    def signature(self, model: str, number: str) -> dict[str, Any] | None:
+        self.held.wait(WAIT_SECONDS)
+        return super().signature(model, number)
+
+
+def test_the_reads_after_the_aliases_are_fetched_together_too(config: Config):
+    """Once the aliases are known, each moving pin's new run, signature and pinned version are
+    read at once (local requires a signature), not one pin and one read after another."""
+    models = ["first", "second"]
+    pins = [located("local", "model-server", f"{model}@challenger", "1") for model in models]
+    # Per model: the pinned version, the new run's metrics and the new version's signature.
+    registry = HeldReads({(model, "challenger"): ["2"] for model in models}, parties=6)
+
+    plan = plan_models(pins, registry, config)
+
+    assert not registry.held.broken
+    assert plan.failures == []
+    assert [change[1] for change in changes(plan)] == models
+    # Still one read per key: the old runs' metrics came in a second round.
+    assert all(count == 1 for count in registry.reads.values()), registry.reads
+    assert registry.reads[("metrics", "run-first-1")] == 1
