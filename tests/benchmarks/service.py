@@ -228,7 +228,14 @@ def burst(server: MlflowServer, scratch: Path) -> None:
             wanted[model] = "1" if (move // BURST_MODELS) % 2 == 0 else "2"
             client.set_registered_model_alias(model, "challenger", wanted[model])
         moved = time.perf_counter()
-        wait_until(lambda: pinned_versions(remote) == wanted, "the burst's last versions on main")
+        try:
+            wait_until(
+                lambda: pinned_versions(remote) == wanted, "the burst's last versions on main"
+            )
+        except RuntimeError:
+            log = (scratch / "burst" / "promoter.log").read_text().splitlines()
+            print("\n".join(line for line in log if "failed" in line or "refused" in line))
+            raise
         settled = time.perf_counter()
         burst_commits = commits(remote) - before
     verdict = "within" if moved - started <= BURST_SECONDS else "OVER"

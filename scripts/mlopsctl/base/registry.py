@@ -260,6 +260,25 @@ class _AnswerLost(Exception):
     """A non-idempotent call whose outcome is unknown: it may have taken effect."""
 
 
+_import_lock = threading.Lock()
+
+
+def _import_mlflow() -> None:
+    """MLflow's modules, imported whole by one thread while the others wait.
+
+    Imported on first use, so only the commands that use the registry pay for them. Two threads
+    importing a module of MLflow at once can each see the `mlflow` package half initialised
+    ("partially initialized module 'mlflow' has no attribute 'version'", met under the
+    promoter's concurrent reads)."""
+    with _import_lock:
+        import mlflow.artifacts
+        import mlflow.exceptions
+        import mlflow.tracking
+        import requests
+
+        del mlflow, requests  # for the threads that follow; nothing to use here
+
+
 @dataclass
 class MlflowRegistry:
     """The `Registry` of an MLflow tracking server, at any tracking URI MLflow's client speaks.
@@ -342,7 +361,7 @@ class MlflowRegistry:
                     # outside loopback); MLFLOW_DISABLE_TELEMETRY=false set by the operator wins.
                     if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
                         os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-                # Imported here: MLflow's import weight is paid by the commands that use it only.
+                _import_mlflow()
                 from mlflow.tracking import MlflowClient
 
                 self._client = MlflowClient(tracking_uri=self.base_url, registry_uri=self.base_url)
@@ -356,6 +375,7 @@ class MlflowRegistry:
         attempts: int | None = None,
     ) -> _T | None:
         """`operation`'s result; None only when `missing` recognises MLflow's answer."""
+        _import_mlflow()  # before any import of MLflow in this thread
         from mlflow.exceptions import MlflowException
 
         attempts = attempts or self.attempts or DEFAULT_ATTEMPTS
@@ -453,6 +473,7 @@ class MlflowRegistry:
 
     def signature(self, model: str, version: str) -> dict[str, Any] | None:
         """The model's signature from its MLmodel file, read through MLflow's artifact store."""
+        _import_mlflow()
         import mlflow.artifacts
 
         location = self._call(
