@@ -59,6 +59,9 @@ def test_an_alias_move_lands_through_the_webhook(
         "the promotion counted",
     )
     assert promoter.metric("mlopsctl_last_successful_reconcile_timestamp_seconds") > 0
+    # Where the passes' time went: a pass that landed a commit fetched, planned and pushed.
+    for phase in ("git fetch", "plan", "validate", "push"):
+        assert promoter.metric(f'mlopsctl_reconcile_phase_seconds_sum{{phase="{phase}"}}') > 0
     status, body = promoter.get("/readyz")
     assert (status, json.loads(body)["checks"]) == (200, {"git": "ok", "mlflow": "ok"})
 
