@@ -12,7 +12,6 @@ Running it again changes nothing. Exit codes: 0 when all is Synced and Healthy (
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from mlopsctl.bootstrap.report import (
     merged_values,
     timeout_message,
 )
+from mlopsctl.commands._arguments import positive_seconds
 from mlopsctl.commands._workspace import Workspace, add_repository_argument, workspace
 from mlopsctl.promote.live_status import ApplicationState
 from mlopsctl.validate.charts import chart_sources
@@ -81,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT_SECONDS,
         help="how long to wait for every Application to be Synced and Healthy "
         f"(default: {DEFAULT_TIMEOUT_SECONDS:.0f} s)",
@@ -90,16 +90,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--no-wait", action="store_true", help="apply, then stop without following the rollout"
     )
     add_repository_argument(parser)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number more than 0, not {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

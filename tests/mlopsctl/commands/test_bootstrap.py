@@ -46,11 +46,11 @@ def cluster_tree(root: Path, argocd: str = "resources: []\n") -> Path:
 @pytest.mark.parametrize(
     ("timeout", "said"),
     [
-        ("nan", "must be a finite number more than 0, not nan"),
-        ("inf", "must be a finite number more than 0, not inf"),
-        ("0", "must be a finite number more than 0, not 0"),
-        ("-5", "must be a finite number more than 0, not -5"),
-        ("soon", "not a number of seconds: 'soon'"),
+        ("nan", "must be a positive, finite number of seconds: nan"),
+        ("inf", "must be a positive, finite number of seconds: inf"),
+        ("0", "must be a positive, finite number of seconds: 0"),
+        ("-5", "must be a positive, finite number of seconds: -5"),
+        ("soon", "'soon' is not a number of seconds"),
     ],
 )
 def test_a_timeout_that_never_ends_or_is_not_one_is_refused(
