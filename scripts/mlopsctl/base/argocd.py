@@ -25,7 +25,8 @@ def application_sources(resource: Resource) -> list[tuple[str, dict[str, Any]]]:
 
 
 def normalise_repository_url(url: str) -> str:
-    return url.strip().removesuffix("/").removesuffix(".git").lower()
+    # Lower-cased first: "PLATFORM.GIT" names the same repository as "platform.git".
+    return url.strip().lower().removesuffix("/").removesuffix(".git")
 
 
 def environment_of(root: str) -> str | None:

@@ -50,12 +50,7 @@ def test_an_application_without_sources_has_none(spec: Any) -> None:
         "https://github.com/example/platform.git",
         "  https://github.com/example/platform/  ",
         "HTTPS://GITHUB.COM/EXAMPLE/PLATFORM",
-        pytest.param(
-            "HTTPS://GITHUB.COM/EXAMPLE/PLATFORM.GIT",
-            marks=pytest.mark.xfail(
-                strict=True, reason="'.git' is removed before lower-casing, so '.GIT' stays"
-            ),
-        ),
+        "HTTPS://GITHUB.COM/EXAMPLE/PLATFORM.GIT",
     ],
 )
 def test_spellings_of_one_repository_normalise_alike(url: str) -> None:
