@@ -292,7 +292,7 @@ def _run(
     timeout_seconds: float | None,
     credentials: Credentials = NO_CREDENTIALS,
 ) -> subprocess.CompletedProcess[str]:
-    subcommand, _positional = _subcommand(arguments)
+    subcommand, positional = _subcommand(arguments)
     network = subcommand in NETWORK_COMMANDS
     if timeout_seconds is not None:
         seconds = _checked_seconds(timeout_seconds, "timeout_seconds")
@@ -303,7 +303,14 @@ def _run(
     # (fetch, clone, ls-remote) are what a mirror saves.
     name = "push" if subcommand == "push" else "git fetch" if network else "git"
     with timings.phase(name):
-        return _run_bounded(command, directory, seconds, credentials, timeout_seconds is None)
+        return _run_bounded(
+            command,
+            directory,
+            seconds,
+            credentials,
+            (subcommand, positional),
+            default_deadline=timeout_seconds is None,
+        )
 
 
 def _run_bounded(
@@ -311,9 +318,10 @@ def _run_bounded(
     directory: Path | None,
     seconds: float,
     credentials: Credentials,
+    parsed: tuple[str, list[str]],
     default_deadline: bool,
 ) -> subprocess.CompletedProcess[str]:
-    subcommand, positional = _subcommand(command[1:])
+    subcommand, positional = parsed
     network = subcommand in NETWORK_COMMANDS
     process = subprocess.Popen(
         command,

@@ -299,7 +299,7 @@ class Reconciler:
                     self._record(trigger, report, time.perf_counter() - started)
                     if settings.kubeconfig is not None:
                         with timings.phase("deployment tags"):
-                            self._record_deployments(trigger, settings.kubeconfig, clone)
+                            self._record_deployments(trigger, settings.kubeconfig, clone, config)
             except MlopsctlError as error:
                 self.metrics.passes.labels(trigger, "error").inc()
                 settings.log(f"reconcile ({trigger}) failed: {error}")
@@ -313,7 +313,9 @@ class Reconciler:
         for name, spent in phases.items():
             self.metrics.phase_seconds.labels(name).observe(spent)
 
-    def _record_deployments(self, trigger: str, kubeconfig: Path, checkout: Path) -> None:
+    def _record_deployments(
+        self, trigger: str, kubeconfig: Path, checkout: Path, config: Config
+    ) -> None:
         """The deployment tags of every owned environment, from what its cluster runs. A
         failure here is logged and counted per environment; it never fails the promotion pass
         before it."""
@@ -321,7 +323,6 @@ class Reconciler:
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         try:
             with contextlib.closing(KubeApi(kubeconfig)) as kube:
-                config = load_config(checkout)
                 found = inventory.scan(checkout, config.render_exclude)
                 for environment in settings.environments:
                     try:
