@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -19,3 +21,31 @@ def git_processes_in(directory: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@dataclass(frozen=True)
+class StallingUploadPack:
+    """An upload-pack for a clone's `origin` that, while `stall` exists, lets the advertisement
+    and the start of the pack through and then sends nothing more: a fetch stuck midway."""
+
+    started: Path  # made when a stalled transfer has begun
+    stall: Path
+
+    @classmethod
+    def install(cls, clone: Path, directory: Path) -> StallingUploadPack:
+        wrapper = directory / "slow-upload-pack"
+        made = cls(directory / "upload-pack-started", directory / "stall")
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f"if [ -e {made.stall} ]; then touch {made.started}; "
+            'git-upload-pack "$@" | (head -c 65536; sleep 600); '
+            'else exec git-upload-pack "$@"; fi\n'
+        )
+        wrapper.chmod(0o755)
+        subprocess.run(
+            ["git", "config", "remote.origin.uploadpack", str(wrapper)],
+            cwd=clone,
+            check=True,
+            capture_output=True,
+        )
+        return made

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from mlopsctl.base.mirror import (
     open_checkout,
 )
 from tests.support.paths import REPOSITORY
-from tests.support.processes import git_processes_in
+from tests.support.processes import StallingUploadPack, git_processes_in
 
 IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@example.test")
 
@@ -252,26 +251,9 @@ class StalledFetch:
     def __init__(self, upstream: Upstream, mirror: Mirror, directory: Path) -> None:
         # A commit big enough that its pack is still arriving when the transfer stalls.
         upstream.commit("model-card.bin", os.urandom(2_000_000).hex())
-        started = directory / "upload-pack-started"
-        self.stall = directory / "stall"
+        stalling = StallingUploadPack.install(mirror.directory, directory)
+        started, self.stall = stalling.started, stalling.stall
         self.stall.write_text("")
-        wrapper = directory / "slow-upload-pack"
-        wrapper.write_text(
-            textwrap.dedent(
-                f"""\
-                #!/bin/sh
-                if [ -e {self.stall} ]; then
-                    touch {started}
-                    # The advertisement and the start of the pack go through; then nothing.
-                    git-upload-pack "$@" | (head -c 65536; sleep 600)
-                else
-                    exec git-upload-pack "$@"
-                fi
-                """
-            )
-        )
-        wrapper.chmod(0o755)
-        run_git(mirror.directory, "config", "remote.origin.uploadpack", str(wrapper))
         self.lock_path = mirror.directory.with_name(mirror.directory.name + ".lock")
         self.fetcher = subprocess.Popen(
             [

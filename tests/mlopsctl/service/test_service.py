@@ -15,7 +15,7 @@ from mlopsctl.service import webhooks
 from tests.support.cluster_writes import deploy
 from tests.support.mlflow_fixtures import MlflowServer, free_port, start_server, stop_server
 from tests.support.platform_fixtures import commit_all, git
-from tests.support.processes import git_processes_in
+from tests.support.processes import StallingUploadPack, git_processes_in
 from tests.support.promoter import (
     MLOPSCTL,
     SECRET,
@@ -290,17 +290,8 @@ def test_a_promoter_killed_mid_fetch_is_replaced_by_one_that_lands_the_move(
     wait_for(lambda: first.metric("mlopsctl_reconcile_passes_total") >= 1, 60, "startup pass")
     [metadata] = Path(os.environ["MLOPSCTL_MIRROR_DIR"]).glob("*/.git")
     mirror = metadata.parent
-    started, stall = tmp_path / "upload-pack-started", tmp_path / "stall"
-    wrapper = tmp_path / "slow-upload-pack"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f"if [ -e {stall} ]; then touch {started}; "
-        # The advertisement and the start of the pack go through; then nothing more.
-        'git-upload-pack "$@" | (head -c 65536; sleep 600); '
-        'else exec git-upload-pack "$@"; fi\n'
-    )
-    wrapper.chmod(0o755)
-    git(mirror, "config", "remote.origin.uploadpack", str(wrapper))
+    stalling = StallingUploadPack.install(mirror, tmp_path)
+    started, stall = stalling.started, stalling.stall
     stall.write_text("")
     # Big enough that its pack is still arriving when the transfer stalls.
     (platform.checkout / "model-card.txt").write_text(os.urandom(2_000_000).hex())
