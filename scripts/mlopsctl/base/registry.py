@@ -271,6 +271,12 @@ def _import_mlflow() -> None:
     ("partially initialized module 'mlflow' has no attribute 'version'", met under the
     promoter's concurrent reads)."""
     with _import_lock:
+        with _environment_lock:
+            # MLflow decides at import whether to send usage reports (`set_telemetry_client`):
+            # a promoter must not send them from inside a cluster, nor a test from outside
+            # loopback. MLFLOW_DISABLE_TELEMETRY=false set by the operator wins.
+            if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
+                os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
         import mlflow.artifacts
         import mlflow.exceptions
         import mlflow.tracking
@@ -356,11 +362,6 @@ class MlflowRegistry:
         """
         with self._client_lock:
             if self._client is None:
-                with _environment_lock:
-                    # A promoter must not send usage reports from inside a cluster (nor a test
-                    # outside loopback); MLFLOW_DISABLE_TELEMETRY=false set by the operator wins.
-                    if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
-                        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
                 _import_mlflow()
                 from mlflow.tracking import MlflowClient
 

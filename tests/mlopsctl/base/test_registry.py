@@ -156,3 +156,40 @@ def test_mlflows_own_credential_variables_are_sent(monkeypatch, environment, exp
     with serving(Handler) as url:
         assert MlflowRegistry(url).version("m", "1") is None
     assert seen == [expected]
+
+
+# MLflow switches its usage reports off on any of these; a promoter in a cluster has none.
+_CI_MARKERS = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "MLFLOW_DISABLE_TELEMETRY")
+_TELEMETRY_PROBE = """
+import sys
+from mlopsctl.base.errors import RegistryError
+from mlopsctl.base import registry
+try:
+    registry.MlflowRegistry("http://127.0.0.1:9", attempts=1).version_by_alias("m", "champion")
+except RegistryError:
+    pass
+from mlflow.telemetry.client import get_telemetry_client
+print(get_telemetry_client())
+"""
+
+
+def test_a_registry_outside_ci_sends_no_usage_reports():
+    """MLflow decides at import whether to report usage to its makers; a promoter in a cluster
+    (no CI variables) must not."""
+    import subprocess
+    import sys
+
+    environment = {name: value for name, value in os.environ.items() if name not in _CI_MARKERS}
+    # Had the reports been switched on, their requests would go to a dead loopback port.
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        environment[proxy] = "http://127.0.0.1:9"
+    environment["NO_PROXY"] = environment["no_proxy"] = "127.0.0.1,localhost"
+    probe = subprocess.run(
+        [sys.executable, "-c", _TELEMETRY_PROBE],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "None"
