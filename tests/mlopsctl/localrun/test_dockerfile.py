@@ -26,6 +26,8 @@ PIP_ENVIRONMENT = (
     ("PIP_NO_CACHE_DIR", "1"),
     ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
 )
+# The images that run MLflow also switch its usage reports off.
+MLFLOW_ENVIRONMENT = (*PIP_ENVIRONMENT, ("MLFLOW_DISABLE_TELEMETRY", "true"))
 
 
 def real(image: str) -> ImageRecipe:
@@ -68,21 +70,21 @@ def test_the_mlflow_server_recipe():
     assert recipe.entrypoint == ("mlflow",)
     assert recipe.cmd == ("server", "--host=0.0.0.0", "--port=5000")
     assert recipe.exposed_ports == (ExposedPort(5000, "tcp"),)
-    assert recipe.env == PIP_ENVIRONMENT
+    assert recipe.env == MLFLOW_ENVIRONMENT
     assert recipe.copied_sources == ("requirements.txt",)
     copy, pip, user = recipe.steps
     assert copy == CopyStep(
-        ("requirements.txt",), "/app", True, "images/mlflow-server/Dockerfile:8"
+        ("requirements.txt",), "/app", True, "images/mlflow-server/Dockerfile:10"
     )
     assert pip == PipStep(
         ("--no-compile", "-r", "requirements.txt"),
         "/app",
-        PIP_ENVIRONMENT,
-        "images/mlflow-server/Dockerfile:9",
+        MLFLOW_ENVIRONMENT,
+        "images/mlflow-server/Dockerfile:11",
     )
     # The second command of the same RUN: the instruction's first line names both.
     assert isinstance(user, UserStep) and user.name == "mlflow"
-    assert user.location == "images/mlflow-server/Dockerfile:9"
+    assert user.location == "images/mlflow-server/Dockerfile:11"
 
 
 def test_the_model_server_recipe():

@@ -357,16 +357,35 @@ def test_the_default_cache_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 # What each image's entry point imports, run in its built venv: a missing requirement shows here
 # rather than as a crash at a container's start.
+# MLflow starts its usage reports at import unless the image's ENV says not to; a workload of
+# the platform must not call out.
+NO_USAGE_REPORTS = [
+    "python",
+    "-c",
+    "import mlflow\n"
+    "from mlflow.telemetry.client import get_telemetry_client\n"
+    "assert get_telemetry_client() is None, 'MLflow would send usage reports'",
+]
 IMAGE_CHECKS: dict[str, list[list[str]]] = {
-    "trainer": [["python", "-c", "import mlflow.sklearn, skops.io, sklearn, pandas"]],
+    "trainer": [
+        ["python", "-c", "import mlflow.sklearn, skops.io, sklearn, pandas"],
+        NO_USAGE_REPORTS,
+    ],
     "mlflow-server": [
         ["mlflow", "server", "--help"],
         # The Deployment passes --expose-prometheus, which imports it.
         ["python", "-c", "import prometheus_flask_exporter, psycopg"],
+        NO_USAGE_REPORTS,
     ],
-    "model-server": [["python", "-c", "import mlflow.pyfunc, sklearn, uvicorn"]],
+    "model-server": [["python", "-c", "import mlflow.pyfunc, sklearn, uvicorn"], NO_USAGE_REPORTS],
     "streamlit": [["streamlit", "version"]],
     "promoter": [["mlopsctl", "--version"]],
+}
+
+
+DEAD_PROXIES = {
+    name: "http://127.0.0.1:9"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 }
 
 
@@ -381,7 +400,8 @@ def test_every_image_of_the_platform_builds_and_its_entry_point_imports(tmp_path
             command,
             subprocess.Popen(
                 command,
-                env={**image.environment, "HOME": str(tmp_path)},
+                # Any request that leaves loopback goes to a dead port instead.
+                env={**image.environment, "HOME": str(tmp_path), **DEAD_PROXIES},
                 cwd=image.rootfs / image.recipe.workdir.lstrip("/"),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
