@@ -16,7 +16,9 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 # The safe loader to read YAML with: no tags that build Python objects, C speed when built.
 YAML_LOADER = _Loader
 
-# Kinds that live outside namespaces; the rest of a render is namespaced.
+# Built-in kinds that live outside namespaces, as the pinned Kubernetes (1.35) serves them: every
+# one a manifest can hold (not the review kinds, which are never stored, nor ComponentStatus,
+# which is read only). The rest of a render is namespaced.
 BUILTIN_CLUSTER_SCOPED_KINDS = frozenset(
     {
         "APIService",
@@ -26,20 +28,25 @@ BUILTIN_CLUSTER_SCOPED_KINDS = frozenset(
         "CSIDriver",
         "CSINode",
         "CustomResourceDefinition",
+        "DeviceClass",
         "FlowSchema",
         "IngressClass",
+        "IPAddress",
         "MutatingWebhookConfiguration",
         "Namespace",
         "Node",
         "PersistentVolume",
         "PriorityClass",
         "PriorityLevelConfiguration",
+        "ResourceSlice",
         "RuntimeClass",
+        "ServiceCIDR",
         "StorageClass",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
         "ValidatingWebhookConfiguration",
         "VolumeAttachment",
+        "VolumeAttributesClass",
     }
 )
 

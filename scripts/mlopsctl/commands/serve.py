@@ -126,6 +126,9 @@ def _stderr_log(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Checked first: a mistake in the flags stops the start before the remote is read or
+    # anything is made.
+    listen = _listen_address(args.listen)
     if not args.remote:
         raise MlopsctlError("no git remote: pass --remote or set MLOPSCTL_REMOTE")
     environments = _environments(args.environments)
@@ -152,40 +155,41 @@ def run(args: argparse.Namespace) -> int:
         # A remote that is down, or a config that does not load, may be fixed while the service
         # runs; every pass checks again and refuses until it is.
         _stderr_log(f"cannot check {args.branch!r} against promotion.branch yet: {error}")
-    scratch = tempfile.TemporaryDirectory(prefix="mlopsctl-serve-")
-    kubeconfig = _kubeconfig(args.kubeconfig, Path(scratch.name))
-    settings = Settings(
-        remote=args.remote,
-        branch=args.branch,
-        registry=MlflowRegistry(args.mlflow_uri),
-        toolchain=toolchain.resolve(toolchain.default_tools_dir(None)),
-        webhook_secret=secret,
-        credentials=credentials,
-        environments=environments,
-        interval_seconds=args.interval,
-        max_attempts=args.max_attempts,
-        log=_stderr_log,
-        pass_timeout_seconds=pass_allowance_seconds(git_timeout_seconds),
-        kubeconfig=kubeconfig,
-        mirrors=mirrors,
-    )
-    service = Service(settings, _listen_address(args.listen))
-    stop_requested = threading.Event()
+    # Removed however the start ends (a kubeconfig or a port it cannot use included).
+    with tempfile.TemporaryDirectory(prefix="mlopsctl-serve-") as scratch:
+        settings = Settings(
+            remote=args.remote,
+            branch=args.branch,
+            registry=MlflowRegistry(args.mlflow_uri),
+            toolchain=toolchain.resolve(toolchain.default_tools_dir(None)),
+            webhook_secret=secret,
+            credentials=credentials,
+            environments=environments,
+            interval_seconds=args.interval,
+            max_attempts=args.max_attempts,
+            log=_stderr_log,
+            pass_timeout_seconds=pass_allowance_seconds(git_timeout_seconds),
+            kubeconfig=_kubeconfig(args.kubeconfig, Path(scratch)),
+            mirrors=mirrors,
+        )
+        service = Service(settings, listen)
+        stop_requested = threading.Event()
 
-    def request_stop(signal_number: int, _frame: FrameType | None) -> None:
-        settings.log(f"received {signal.Signals(signal_number).name}: finishing the pass in flight")
-        stop_requested.set()
+        def request_stop(signal_number: int, _frame: FrameType | None) -> None:
+            name = signal.Signals(signal_number).name
+            settings.log(f"received {name}: finishing the pass in flight")
+            stop_requested.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    service.start()
-    # Never an untimed wait: the kernel may deliver the signal to any thread, and Python runs
-    # its handler only when the main thread next runs bytecode; blocked for good in a lock, the
-    # main thread would never notice, and the pod would be killed mid-pass at the grace period.
-    while not stop_requested.wait(SIGNAL_CHECK_SECONDS):
-        pass
-    service.stop()
-    scratch.cleanup()
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        service.start()
+        # Never an untimed wait: the kernel may deliver the signal to any thread, and Python
+        # runs its handler only when the main thread next runs bytecode; blocked for good in a
+        # lock, the main thread would never notice, and the pod would be killed mid-pass at the
+        # grace period.
+        while not stop_requested.wait(SIGNAL_CHECK_SECONDS):
+            pass
+        service.stop()
     return 0
 
 

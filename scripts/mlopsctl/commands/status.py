@@ -73,6 +73,13 @@ def run(args: argparse.Namespace) -> int:
     if args.live:
         # The pins Argo CD deploys: the branch it follows, not this checkout's working tree.
         followed = _followed(space)
+        try:
+            git.resolve_revision(space.repository, followed)
+        except MlopsctlError as error:
+            raise MlopsctlError(
+                f"--live reads the pins and their commits from {followed}, the branch Argo CD "
+                f"follows, in the git history of --repo: {error}"
+            ) from error
         with (
             tempfile.TemporaryDirectory(prefix="mlopsctl-status-") as scratch,
             git.worktree(space.repository, followed, Path(scratch)) as tree,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -154,17 +155,28 @@ def _pin_state(
 def short_names(environment: str, files: tuple[PinnedFile, ...]) -> list[str]:
     """What to call each file in a table or a state: its directory under overlays/<env>/
     (model-server, streamlit), which the environment column already qualifies; the file's name
-    for a pin in the overlay's own root; with the line added where two pins share a file."""
+    for a pin in the overlay's own root. Where two files would get one name, each is called by
+    its path (under the overlay, else in the repository); where two pins share a file, the line
+    is added."""
     overlay = PurePosixPath("overlays", environment)
-    names = []
+    short: list[str] = []
+    long: list[str] = []
     for pinned_file in files:
         path = PurePosixPath(pinned_file.file)
+        inside = path.is_relative_to(overlay)
+        long.append(path.relative_to(overlay).as_posix() if inside else path.as_posix())
         directory = path.parent
-        if directory.is_relative_to(overlay) and directory != overlay:
-            names.append(directory.relative_to(overlay).as_posix())
-        else:
-            names.append(path.name)
-    return [
-        f"{name}:{pinned_file.line}" if names.count(name) > 1 else name
-        for name, pinned_file in zip(names, files, strict=True)
-    ]
+        short.append(
+            directory.relative_to(overlay).as_posix()
+            if inside and directory != overlay
+            else path.name
+        )
+    files_named: dict[str, set[str]] = {}
+    for name, pinned_file in zip(short, files, strict=True):
+        files_named.setdefault(name, set()).add(pinned_file.file)
+    pins_in = Counter(pinned_file.file for pinned_file in files)
+    names = []
+    for name, whole, pinned_file in zip(short, long, files, strict=True):
+        chosen = whole if len(files_named[name]) > 1 else name
+        names.append(f"{chosen}:{pinned_file.line}" if pins_in[pinned_file.file] > 1 else chosen)
+    return names

@@ -283,7 +283,8 @@ class PromoterApp:
             self.metrics.webhooks.labels(verdict.result).inc()
         if verdict.result == "accepted":
             self.reconciler.wake("webhook")
-            self.settings.log(f"webhook: {verdict.event} for {verdict.model or 'a model'}: queued")
+            model = verdict.model or "a model"
+            self.settings.log(f"webhook: {verdict.event_name} for {model}: queued")
         return verdict.status, verdict.result, verdict.message, False
 
     def malformed_head(self, head: bytes, client: str, error: h11.RemoteProtocolError) -> Message:

@@ -449,7 +449,14 @@ class Service:
         app = PromoterApp(
             settings, self.metrics, self.reconciler, webhooks.ReplayMemory(), readiness, self.limits
         )
-        self.http = HttpServer(app, self.listen, self.limits)
+        try:
+            self.http = HttpServer(app, self.listen, self.limits)
+        except BaseException:
+            # Nothing will stop a service that never started: what it made goes now.
+            readiness.close()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
         self._threads: list[threading.Thread] = []
 
     @property

@@ -45,6 +45,11 @@ class Verdict:
     event: tuple[str, str] | None = None
     model: str | None = None
 
+    @property
+    def event_name(self) -> str:
+        """The event as MLflow names it (`model_version_alias.created`), or "" for none."""
+        return ".".join(self.event) if self.event else ""
+
 
 class ReplayMemory:
     """Delivery ids seen within the time window, so a replayed delivery is dropped."""

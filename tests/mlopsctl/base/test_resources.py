@@ -122,3 +122,45 @@ def test_every_kind_called_cluster_scoped_is_served_outside_namespaces(api_serve
     assert {kind: scopes.get(kind) for kind in BUILTIN_CLUSTER_SCOPED_KINDS} == {
         kind: {False} for kind in BUILTIN_CLUSTER_SCOPED_KINDS
     }
+
+
+def applicable_kinds(kube: KubeApi) -> dict[str, bool]:
+    """Kind -> whether it is namespaced, for every built-in kind the server serves that a
+    manifest can hold: one server-side apply can make (verbs create and patch). Kinds of the
+    groups CRDs add are left out: they are not built in."""
+    _status, listing = kube.request(
+        "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    )
+    custom = {item["spec"]["group"] for item in listing.get("items") or []}
+    _status, groups = kube.request("GET", "/apis")
+    versions = ["v1"] + [
+        version["groupVersion"]
+        for group in groups["groups"]
+        if group["name"] not in custom
+        for version in group["versions"]
+    ]
+    kinds: dict[str, bool] = {}
+    for version in versions:
+        _status, served = kube.request("GET", "/api/v1" if version == "v1" else f"/apis/{version}")
+        for resource in served["resources"]:
+            if "/" not in resource["name"] and {"create", "patch"} <= set(resource["verbs"]):
+                kinds[resource["kind"]] = bool(resource["namespaced"])
+    return kinds
+
+
+def test_every_built_in_kind_applied_outside_namespaces_is_called_cluster_scoped(
+    api_server: TestApiServer,
+):
+    """The converse: a kind the pinned Kubernetes serves cluster-wide that the list lacks would
+    pass the Argo CD checks as namespaced (and need no cluster whitelist entry) until Argo CD
+    refused to sync it. Review kinds (create only, never stored) and ComponentStatus (read
+    only) are no manifest's."""
+    client = KubeApi(api_server.kubeconfig)
+    try:
+        kinds = applicable_kinds(client)
+    finally:
+        client.close()
+    assert "Deployment" in kinds and "Namespace" in kinds  # discovery was read
+    assert {kind for kind, namespaced in kinds.items() if not namespaced} == set(
+        BUILTIN_CLUSTER_SCOPED_KINDS
+    )

@@ -1,4 +1,7 @@
-"""`mlopsctl bootstrap`, against a real kube-apiserver and etcd (tests/support/kube_apiserver.py).
+"""`mlopsctl bootstrap` as a whole, against a real kube-apiserver and etcd
+(tests/support/kube_apiserver.py). Its modules' own tests are beside this one: test_plan.py (the
+decisions before the cluster is touched), test_cluster.py (the cluster's side, called directly)
+and test_report.py (what it says).
 
 Argo CD's upstream install.yaml comes from GitHub, which these tests cannot reach. Each test
 bootstraps a copy of the platform tree in which clusters/local/argocd names a thin stand-in of
@@ -29,20 +32,8 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from mlopsctl.base import toolchain
-from mlopsctl.base.config import HandMadeSecret, load_config
 from mlopsctl.base.kubeapi import KubeApi
-from mlopsctl.base.resources import Resource
 from mlopsctl.bootstrap import cluster as bootstrap_cluster
-from mlopsctl.bootstrap.plan import (
-    context_refusal,
-    crds_and_the_rest,
-    git_token_refusal,
-    plan_secrets,
-)
-from mlopsctl.bootstrap.report import access_lines, merged_values, progress_lines, progress_of
-from mlopsctl.commands._workspace import Workspace
-from mlopsctl.commands.bootstrap import application_renders
 from mlopsctl.validate.crds import crd
 from mlopsctl.validate.schemas.store import PROJECT_SCHEMA_DIR
 from tests.support import kube_apiserver
@@ -652,116 +643,3 @@ def test_bad_kubeconfigs_and_an_unreachable_server_are_clear_errors(
     unknown = cli("bootstrap", "--env", "qa", "--repo", str(platform))
     assert unknown.exit_code == 2
     assert "--env 'qa' is not one of ['local', 'staging', 'production']" in unknown.stderr
-
-
-# -- the pure parts -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("context", "configured", "confirmed", "refused"),
-    [
-        ("kind-local", None, None, None),
-        ("minikube-LOCAL", None, None, None),
-        ("gke-staging", None, None, "does not look like environment 'local''s cluster"),
-        ("gke-staging", None, "gke-staging", None),
-        ("gke-staging", None, "kind-local", "does not name the context in use, 'gke-staging'"),
-        ("office", "office", None, None),
-        ("kind-local", "office", None, "mlopsctl.yaml names 'office'"),
-        ("kind-local", "office", "kind-local", None),
-    ],
-)
-def test_context_check(
-    context: str, configured: str | None, confirmed: str | None, refused: str | None
-) -> None:
-    refusal = context_refusal("local", context, configured, confirmed)
-    if refused is None:
-        assert refusal is None
-    else:
-        assert refusal is not None and refused in refusal and context in refusal
-
-
-def test_secrets_plan_keeps_what_exists_and_wants_a_token_only_for_a_missing_git_token() -> None:
-    promoter = HandMadeSecret("ml-platform", "promoter", (("git-token", "git-token"),))
-    grafana = HandMadeSecret("monitoring", "grafana-admin", (("admin-user", "literal:admin"),))
-
-    everything_missing = plan_secrets([promoter, grafana], set(), {"ml-platform"})
-    assert everything_missing.to_create == (promoter, grafana)
-    assert everything_missing.namespaces_to_create == ("monitoring",)
-    refusal = git_token_refusal(everything_missing, None, "GIT_TOKEN")
-    assert refusal is not None and "ml-platform/promoter" in refusal
-    assert "grafana-admin" not in refusal
-    assert git_token_refusal(everything_missing, "t", "GIT_TOKEN") is None
-
-    promoter_exists = plan_secrets([promoter, grafana], {("ml-platform", "promoter")}, set())
-    assert promoter_exists.kept == (promoter,)
-    assert promoter_exists.namespaces_to_create == ("monitoring",)
-    assert git_token_refusal(promoter_exists, None, "GIT_TOKEN") is None
-
-
-def test_apply_order_puts_crds_then_namespaces_first() -> None:
-    def resource(kind: str, name: str, api_version: str = "v1") -> Resource:
-        return Resource("r", {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}})
-
-    rendered = [
-        resource("ConfigMap", "c"),
-        resource("Namespace", "n"),
-        resource("CustomResourceDefinition", "d", "apiextensions.k8s.io/v1"),
-        resource("Deployment", "x", "apps/v1"),
-    ]
-    crds, rest = crds_and_the_rest(rendered)
-    assert [item.name for item in crds] == ["d"]
-    assert [item.name for item in rest] == ["n", "c", "x"]
-
-
-def test_progress_prints_only_what_changed() -> None:
-    def application(name: str, sync: str, health: str) -> dict[str, Any]:
-        return {
-            "metadata": {"name": name},
-            "status": {"sync": {"status": sync}, "health": {"status": health}},
-        }
-
-    before = progress_of(
-        [application("a", "Synced", "Healthy"), application("bb", "OutOfSync", "Missing")]
-    )
-    after = progress_of(
-        [application("a", "Synced", "Healthy"), application("c", "Synced", "Healthy")]
-    )
-    assert progress_lines({}, before) == ["a   Synced, Healthy", "bb  OutOfSync, Missing"]
-    assert progress_lines(before, after) == ["c   Synced, Healthy", "bb  deleted"]
-    assert progress_lines(after, after) == []
-
-
-def test_helm_values_merge_as_helm_merges_them() -> None:
-    assert merged_values(
-        [
-            {"grafana": {"ingress": {"enabled": True, "hosts": ["a"]}, "keep": 1}, "gone": 1},
-            None,
-            {"grafana": {"ingress": {"hosts": ["b"]}}, "gone": None},
-        ]
-    ) == {"grafana": {"ingress": {"enabled": True, "hosts": ["b"]}, "keep": 1}}
-
-
-def test_the_ui_hosts_are_those_the_overlays_define(platform_copy: Path) -> None:
-    """Staging's Ingress hosts, read from the overlays (moved in the copy, to show they are not
-    written into the code), and local's port-forwards to the Services the links point at."""
-    public_host = platform_copy / "overlays" / "staging" / "mlflow-tracking" / "public-host.yaml"
-    public_host.write_text(public_host.read_text().replace("mlflow.staging.example.com", "ml.test"))
-    values = platform_copy / "overlays" / "staging" / "kube-prometheus-stack" / "values.yaml"
-    values.write_text(values.read_text().replace("grafana.staging.example.com", "grafana.test"))
-    space = Workspace(platform_copy, load_config(platform_copy), TOOLS_DIR)
-    tools = toolchain.resolve(TOOLS_DIR)
-
-    staging = access_lines("staging", [], application_renders(space, "staging", tools))
-    local = access_lines("local", [], application_renders(space, "local", tools))
-
-    assert "mlflow-tracking (mlflow-tracking-staging): https://ml.test" in staging
-    assert "grafana (kube-prometheus-stack-staging): https://grafana.test" in staging
-    assert not any("example.com" in line and "mlflow" in line for line in staging)
-    assert not any("port-forward" in line for line in staging[1:])
-    assert (
-        "grafana: http://localhost:3000 after kubectl port-forward -n monitoring "
-        "svc/kube-prometheus-stack-grafana 3000:80"
-    ) in local
-    assert (
-        "grafana login: Secret monitoring/grafana-admin (keys admin-user, admin-password)" in local
-    )

@@ -1,6 +1,6 @@
 """`mlopsctl rollback`'s own checks: the environment and the model are required, the environment
 must be one of mlopsctl.yaml's, and there is no dry run (moving the alias is the rollback). The
-rollback itself, against a real MLflow and remote, is tested in promote/test_promote.py."""
+rollback itself, against a real MLflow and remote, is tested in promote/test_flows.py."""
 
 from __future__ import annotations
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import CliResult
+from tests.support.loopback import QuietHandler, serving
 from tests.support.paths import REPOSITORY
 from tests.support.promoter import MLOPSCTL, SECRET
 
@@ -156,39 +159,64 @@ def test_a_git_timeout_that_is_not_a_number_of_seconds_is_refused(
 
 
 @pytest.mark.parametrize("listen", ["8080", "127.0.0.1:http", "127.0.0.1:65536", ":8080"])
-def test_a_listen_address_that_is_not_host_and_port_is_refused(
+def test_a_listen_address_that_is_not_host_and_port_is_refused_before_anything_is_done(
     cli: Callable[..., CliResult],
     monkeypatch: pytest.MonkeyPatch,
-    missing_remote: str,
+    tmp_path: Path,
     listen: str,
 ):
     monkeypatch.setenv("MLOPSCTL_WEBHOOK_SECRET", SECRET)
-    result = serve(cli, *complete(missing_remote)[:-2], "--listen", listen)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    asked: list[str] = []
+
+    class Remote(QuietHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.reply(404, b"")
+
+    with serving(Remote) as url, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        result = serve(cli, *complete(f"{url}/platform.git")[:-2], "--listen", listen)
+
     assert result.exit_code == 2
-    # A remote that cannot be read yet is said, and does not stop the start by itself.
-    assert "cannot check 'main' against promotion.branch yet: cannot read mlopsctl.yaml of " in (
-        result.stderr
+    # Said alone: the remote was not read, so there is nothing to say about it.
+    assert result.stderr == f"mlopsctl: error: --listen {listen!r} is not HOST:PORT\n"
+    assert asked == []
+    # Nothing made, so nothing left for the garbage collector to clean up either.
+    assert list(scratch.iterdir()) == []
+    assert [str(w.message) for w in warned if issubclass(w.category, ResourceWarning)] == []
+
+
+def run_until_it_exits(arguments: list[str], scratch: Path) -> subprocess.CompletedProcess[str]:
+    """`mlopsctl serve ARGUMENTS` as its own process, its temporary files in `scratch`: were it
+    to start serving, it is stopped here rather than block the tests."""
+    environment = {name: value for name, value in os.environ.items() if name not in VARIABLES}
+    environment.update(MLOPSCTL_WEBHOOK_SECRET=SECRET, TMPDIR=str(scratch))
+    process = subprocess.Popen(
+        [MLOPSCTL, "serve", *arguments], env=environment, stderr=subprocess.PIPE, text=True
     )
-    assert result.stderr.endswith(f"mlopsctl: error: --listen {listen!r} is not HOST:PORT\n")
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # it started serving: that is the defect
+            process.terminate()
+            process.communicate(timeout=30)
+    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
 
 
-def test_a_port_already_taken_stops_the_start(missing_remote: str):
-    """Run as its own process: were the port not refused, serve would start and be stopped here,
-    not block the tests."""
+@pytest.mark.parametrize("mirror_dir", [[], ["--mirror-dir", "none"]], ids=["mirror", "none"])
+def test_a_port_already_taken_stops_the_start_and_leaves_nothing_behind(
+    missing_remote: str, tmp_path: Path, mirror_dir: list[str]
+):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        environment = {name: value for name, value in os.environ.items() if name not in VARIABLES}
-        process = subprocess.Popen(
-            [MLOPSCTL, "serve", *complete(missing_remote)[:-2], "--listen", f"127.0.0.1:{port}"],
-            env={**environment, "MLOPSCTL_WEBHOOK_SECRET": SECRET},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:  # it started serving: that is the defect
-                process.terminate()
-                process.communicate(timeout=30)
-    assert process.returncode == 2, stderr
-    assert f"mlopsctl: error: cannot listen on 127.0.0.1:{port}: " in stderr
+        listen = ["--listen", f"127.0.0.1:{port}"]
+        result = run_until_it_exits([*complete(missing_remote)[:-2], *listen, *mirror_dir], scratch)
+    assert result.returncode == 2, result.stderr
+    assert f"mlopsctl: error: cannot listen on 127.0.0.1:{port}: " in result.stderr
+    # With --mirror-dir none the mirror was to live in a temporary directory: gone with the rest.
+    assert list(scratch.iterdir()) == []

@@ -1,7 +1,8 @@
 """`mlopsctl status`'s own checks and edges: --record-deployments only with --live and --env,
---live reads the branch Argo CD follows (so it needs a git checkout), and a repository without
-pins asks MLflow nothing. The rows themselves, against a real MLflow and kube-apiserver, are
-tested in tests/mlopsctl/promote/test_status_rows.py and test_status_live.py."""
+--live reads the branch Argo CD follows (so it needs a git checkout that has it), and a
+repository without pins asks MLflow nothing. The rows themselves, against a real MLflow and
+kube-apiserver, are tested in tests/mlopsctl/promote/test_status_rows.py and
+test_status_live.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from tests.support.cli import CliResult
 from tests.support.paths import REPOSITORY
+from tests.support.platform_fixtures import commit_all, git
 from tests.support.trees import MINIMAL_CONFIG, write_tree
 
 # Nothing answers there: a command that called MLflow would end with exit code 3.
@@ -64,15 +66,33 @@ def test_a_repository_without_pins_is_in_step_without_asking_mlflow(
     assert listed.json() == {"pins": [], "registry_calls": 0}
 
 
-def test_live_status_outside_a_git_checkout_says_git_cannot_read_it(
+def test_live_status_outside_a_git_checkout_says_it_needs_one(
     cli: Callable[..., CliResult], tmp_path: Path
 ):
     repository = write_tree(
         tmp_path, {"mlopsctl.yaml": MINIMAL_CONFIG, "overlays/local/app/kustomization.yaml": PIN}
     )
     result = cli("status", "--repo", str(repository), "--mlflow-uri", NOBODY, "--live")
-    assert result.exit_code == 4
-    assert "not a git repository" in result.stderr
+    # A usage problem (2), not the git remote failing (4): no remote was asked anything.
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "mlopsctl: error: --live reads the pins and their commits from main, the branch Argo CD "
+        f"follows, in the git history of --repo: {repository} is not inside a git repository\n"
+    )
+
+
+def test_live_status_in_a_checkout_without_the_followed_branch_names_it(
+    cli: Callable[..., CliResult], tmp_path: Path
+):
+    repository = write_tree(
+        tmp_path, {"mlopsctl.yaml": MINIMAL_CONFIG, "overlays/local/app/kustomization.yaml": PIN}
+    )
+    git(repository, "init", "--quiet", "--initial-branch=trunk")
+    commit_all(repository, "platform")
+    result = cli("status", "--repo", str(repository), "--mlflow-uri", NOBODY, "--live")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert "from main, the branch Argo CD follows" in result.stderr
+    assert f"revision 'main' does not name a commit in {repository}" in result.stderr
 
 
 def test_another_format_is_a_usage_error(cli: Callable[..., CliResult]):

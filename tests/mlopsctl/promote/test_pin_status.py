@@ -97,6 +97,21 @@ def test_files_pinning_one_model_at_two_versions_disagree() -> None:
     ]
 
 
+def test_two_files_of_one_folder_that_disagree_are_told_apart_by_file() -> None:
+    registry = FakeRegistry({"production": a_version("2")}, {"1": a_version("1")})
+    [row] = status_rows(
+        [
+            a_pin("overlays/prod/model-server/values.yaml", "1", line=4),
+            a_pin("overlays/prod/model-server/kustomization.yaml", "2", line=4),
+        ],
+        registry,
+    )
+
+    assert row.state == (
+        "files disagree: model-server/kustomization.yaml v2, model-server/values.yaml v1"
+    )
+
+
 def test_one_row_per_environment_in_the_order_pins_are_found() -> None:
     registry = FakeRegistry({"production": a_version("2")}, {"1": a_version("1")})
     rows = status_rows(
@@ -150,3 +165,33 @@ def test_short_names_add_the_line_where_two_pins_share_a_file() -> None:
         a_file("overlays/prod/streamlit/kustomization.yaml", 4),
     )
     assert short_names("prod", files) == ["model-server:4", "model-server:12", "streamlit"]
+
+
+def test_short_names_are_the_files_where_two_files_share_a_folder() -> None:
+    files = (
+        a_file("overlays/prod/model-server/kustomization.yaml", 4),
+        a_file("overlays/prod/model-server/values.yaml", 4),
+        a_file("overlays/prod/streamlit/kustomization.yaml", 4),
+    )
+    assert short_names("prod", files) == [
+        "model-server/kustomization.yaml",
+        "model-server/values.yaml",
+        "streamlit",
+    ]
+
+
+def test_short_names_add_the_line_only_to_the_file_that_holds_two_pins() -> None:
+    files = (
+        a_file("overlays/prod/model-server/kustomization.yaml", 4),
+        a_file("overlays/prod/model-server/kustomization.yaml", 12),
+        a_file("overlays/prod/model-server/values.yaml", 4),
+        a_file("base/model-server/kustomization.yaml", 7),
+        a_file("overlays/prod/kustomization.yaml", 3),
+    )
+    assert short_names("prod", files) == [
+        "model-server/kustomization.yaml:4",
+        "model-server/kustomization.yaml:12",
+        "model-server/values.yaml",
+        "base/model-server/kustomization.yaml",
+        "kustomization.yaml",
+    ]

@@ -323,68 +323,6 @@ def test_a_killed_run_leaves_nothing_half_done(platform, mlflow_server, kill_aft
     assert platform.pin("local") == second
 
 
-def test_rollback_moves_the_alias_back_and_the_loop_writes_git(cli, platform, mlflow_server):
-    mlflow_server.register(platform.model, {"accuracy": 0.9})
-    start_pinned_at(platform, "1")
-    second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
-    assert promote(cli, platform, mlflow_server, "--env", "local").exit_code == 0
-    assert platform.pin("local") == second
-
-    result = platform.command(
-        cli, "rollback", mlflow_server.url, "--env", "local", "--model", platform.model
-    )
-    assert result.exit_code == 0, result.stdout + result.stderr
-    assert f"moved {platform.model}@challenger to v1 in MLflow (the intent" in result.stdout
-    assert "the next reconcile keeps v1" in result.stdout
-    alias = mlflow_server.client().get_model_version_by_alias(platform.model, "challenger")
-    assert alias.version == "1"
-    assert platform.pin("local") == "1"
-    assert platform.log()[0] == f"promote(local): {platform.model} v{second} -> v1"
-    assert platform.trailers()["Source"] == "rollback"
-    # The reconcile after it agrees with the rollback instead of undoing it.
-    again = promote(cli, platform, mlflow_server, "--env", "local")
-    assert "nothing to do" in again.stdout
-    assert platform.pin("local") == "1"
-
-
-def test_rollback_after_the_first_promotion_has_nothing_to_return_to(cli, platform, mlflow_server):
-    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
-    assert promote(cli, platform, mlflow_server, "--env", "local").exit_code == 0
-    before = platform.log()
-    result = platform.command(
-        cli, "rollback", mlflow_server.url, "--env", "local", "--model", platform.model
-    )
-    assert result.exit_code == 2
-    assert "before v1 nothing was promoted to local (its pin was v0)" in result.stderr
-    assert "pass --to VERSION" in result.stderr
-    assert platform.log() == before
-    alias = mlflow_server.client().get_model_version_by_alias(platform.model, "challenger")
-    assert alias.version == "1"  # the intent is left as it was
-
-
-def test_rollback_without_history_asks_for_a_version(cli, platform, mlflow_server):
-    mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
-    result = platform.command(
-        cli, "rollback", mlflow_server.url, "--env", "local", "--model", platform.model
-    )
-    assert result.exit_code == 2
-    assert "holds no earlier version" in result.stderr
-    assert "pass --to VERSION" in result.stderr
-    bad = platform.command(
-        cli,
-        "rollback",
-        mlflow_server.url,
-        "--env",
-        "local",
-        "--model",
-        platform.model,
-        "--to",
-        "1/../../etc",
-    )
-    assert bad.exit_code == 2
-    assert "--to '1/../../etc' is not valid" in bad.stderr
-
-
 def test_pull_request_is_opened_once_then_updated(
     cli, platform, mlflow_server, github, monkeypatch
 ):

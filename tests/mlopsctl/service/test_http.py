@@ -239,7 +239,7 @@ def test_a_valid_delivery_wakes_the_worker_once_and_its_replay_is_dropped(promot
     assert (replayed.status, replayed.json()["result"]) == (200, "duplicate")
     assert promoter.worker.woken == ["webhook"]
     assert [line for line in promoter.log if "queued" in line] == [
-        "webhook: ('model_version_alias', 'created') for iris: queued"
+        "webhook: model_version_alias.created for iris: queued"
     ]
     assert (promoter.metrics.count("accepted"), promoter.metrics.count("duplicate")) == (1, 1)
 

@@ -1,10 +1,17 @@
-"""The promoter pushes only to the branch it reconciles, and its worker outlives any error."""
+"""mlopsctl.service.reconciler: the promoter's sync loop and the service around it. It pushes
+only to the branch it reconciles and writes only the environments it owns, its worker outlives
+any error, wake-ups that arrive during a pass fold into the next one, each pass's outcomes
+become its metrics and log lines, and a stop lets the pass in flight finish and leaves nothing
+behind. The HTTP surface is tested in test_http.py, `mlopsctl serve` as a whole in
+test_service.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -14,6 +21,7 @@ from typing import Any
 import pytest
 
 from mlopsctl import service
+from mlopsctl.base.errors import GitError, MlopsctlError
 from mlopsctl.base.registry import MlflowRegistry
 from mlopsctl.base.toolchain import resolve
 from mlopsctl.promote import flows, landing
@@ -21,6 +29,7 @@ from tests.support.mlflow_fixtures import MlflowServer, free_port
 from tests.support.paths import TOOLS_DIR
 from tests.support.platform_fixtures import Platform, git
 from tests.support.promoter import MLOPSCTL, SECRET, promotions_on_main, wait_for
+from tests.support.trees import minimal_remote
 
 
 def unreviewed_branch(platform: Platform, name: str) -> None:
@@ -237,3 +246,176 @@ def test_each_pass_refuses_an_owned_environment_its_config_does_not_have(
     assert metric(running, 'mlopsctl_reconcile_passes_total{result="error"') == 1
     assert any("'qa'" in line and "failed" in line for line in log), log
     assert promotions_on_main(platform) == []
+
+
+# -- passes stood in for: the worker, its wake-ups and its stop ----------------------------------
+
+
+def stand_in_settings(tmp_path: Path, log: Callable[[str], None] = lambda _line: None) -> Any:
+    """A promoter of a minimal remote whose passes the test stands in for (flows.run)."""
+    return service.Settings(
+        remote=str(minimal_remote(tmp_path)),
+        branch="main",
+        registry=MlflowRegistry("http://127.0.0.1:9"),
+        toolchain=resolve(TOOLS_DIR),
+        webhook_secret="x" * 20,
+        environments=("local",),
+        interval_seconds=3600,
+        log=log,
+    )
+
+
+def test_stop_waits_for_the_pass_in_flight(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_pass(*_args: object, **_kwargs: object) -> landing.Report:
+        started.set()
+        time.sleep(1.5)  # a clone, a render and a push take about this long
+        finished.set()
+        return landing.Report()
+
+    monkeypatch.setattr(flows, "run", slow_pass)
+    promoter = service.Service(stand_in_settings(tmp_path), ("127.0.0.1", 0))
+    promoter.start()
+    assert started.wait(10)
+    promoter.stop()  # as on SIGTERM
+    assert finished.is_set(), "stop() returned before the pass in flight completed"
+    assert promoter.reconciler.passes == 1  # and it started no other
+
+
+def test_wake_ups_during_a_pass_fold_into_one_next_pass(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """A burst of alias moves costs one more pass, not one per move; the pass is counted under
+    the first trigger that asked for it."""
+    entered, release = threading.Event(), threading.Event()
+    sources: list[str] = []
+
+    def held_pass(*_arguments: Any, **keywords: Any) -> landing.Report:
+        sources.append(keywords["source"])
+        entered.set()
+        release.wait(30)
+        return landing.Report()
+
+    monkeypatch.setattr(flows, "run", held_pass)
+    promoter = service.Service(stand_in_settings(tmp_path), ("127.0.0.1", 0))
+    promoter.start()
+    try:
+        assert entered.wait(10)  # the startup pass, held
+        for trigger in ["webhook"] * 5 + ["timer"] * 3:
+            promoter.reconciler.wake(trigger)
+        release.set()
+        wait_for(lambda: promoter.reconciler.passes == 2, 30, "the folded pass")
+        time.sleep(0.5)  # time enough for a third pass, were any wake-up left over
+        assert promoter.reconciler.passes == 2
+        assert sources == ["reconcile", "webhook"]
+        assert metric(promoter, "mlopsctl_reconcile_passes_total") == 2
+        assert (
+            metric(promoter, 'mlopsctl_reconcile_passes_total{result="ok",trigger="webhook"}') == 1
+        )
+        assert metric(promoter, 'mlopsctl_reconcile_passes_total{result="ok",trigger="timer"}') == 0
+    finally:
+        release.set()
+        promoter.stop()
+
+
+def test_a_stopped_promoter_leaves_no_temporary_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """Without --mirror-dir the mirror lives in a temporary directory for the service's life."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    passed = threading.Event()
+
+    def quick_pass(*_arguments: Any, **_keywords: Any) -> landing.Report:
+        passed.set()
+        return landing.Report()
+
+    monkeypatch.setattr(flows, "run", quick_pass)
+    promoter = service.Service(stand_in_settings(tmp_path), ("127.0.0.1", 0))
+    promoter.start()
+    assert passed.wait(30)
+    assert [path.name[:17] for path in scratch.iterdir()] == ["mlopsctl-mirrors-"]  # in use
+    promoter.stop()
+    assert list(scratch.iterdir()) == []
+
+
+# -- what a pass reads and says ------------------------------------------------------------------
+
+
+def test_the_branch_config_is_read_from_the_remote_or_its_absence_said(tmp_path: Path):
+    remote = minimal_remote(tmp_path)
+    config = service.branch_config(str(remote), "main", ["local"])
+    assert config.environments == ("local",)
+
+    checkout = tmp_path / "minimal-checkout"
+    git(checkout, "rm", "--quiet", "mlopsctl.yaml")
+    identity = ("-c", "user.name=t", "-c", "user.email=t@example.test")
+    git(checkout, *identity, "commit", "--quiet", "-m", "no config")
+    git(checkout, "push", "--quiet", str(remote), "HEAD:main")
+    with pytest.raises(MlopsctlError) as missing:
+        service.branch_config(str(remote), "main", ["local"])
+    assert str(missing.value) == f"{remote} has no mlopsctl.yaml on branch main"
+
+    with pytest.raises(GitError) as unreadable:
+        service.branch_config(str(tmp_path / "gone.git"), "main", ["local"])
+    assert str(unreadable.value).startswith(
+        f"cannot read mlopsctl.yaml of {tmp_path / 'gone.git'} (branch main): "
+    )
+    assert unreadable.value.exit_code == 4
+
+
+def test_readiness_says_what_each_of_git_and_mlflow_answered(
+    tmp_path: Path, mlflow_server: MlflowServer
+):
+    settings = stand_in_settings(tmp_path)
+    settings.registry = MlflowRegistry(mlflow_server.url)
+    assert service.ready(settings) == (True, {"git": "ok", "mlflow": "ok"})
+
+    settings.remote = str(tmp_path / "gone.git")
+    settings.registry = MlflowRegistry("http://127.0.0.1:9")
+    ready, checks = service.ready(settings)
+    assert not ready
+    assert "does not appear to be a git repository" in checks["git"]
+    assert "Connection refused" in checks["mlflow"]
+
+
+def test_each_outcome_of_a_pass_becomes_its_metrics_and_log_lines(
+    platform: Platform, mlflow_server: MlflowServer, in_process
+):
+    """Local commits, staging's gate refuses: one counted each, the refusal is out of step and
+    said; then staging's pull-request branch counts its pins as out of step until merged."""
+    first = mlflow_server.register(platform.model, {"accuracy": 0.8}, alias="challenger")
+    running, log = in_process(interval=3600, environments=("local", "staging"))
+    wait_for(lambda: running.reconciler.passes >= 1, 60, "the startup pass")
+
+    def promotions(environment: str, result: str) -> float:
+        return metric(
+            running,
+            f'mlopsctl_promotions_total{{environment="{environment}",model="{platform.model}",'
+            f'result="{result}"}}',
+        )
+
+    assert platform.pin("local") == first
+    assert (promotions("local", "committed"), promotions("staging", "refused")) == (1, 1)
+    assert metric(running, "mlopsctl_pins_out_of_step") == 1
+    assert metric(running, 'mlopsctl_reconcile_passes_total{result="ok",trigger="startup"}') == 1
+    assert metric(running, "mlopsctl_promotion_duration_seconds_count") == 1
+    assert metric(running, "mlopsctl_last_successful_reconcile_timestamp_seconds") > 0
+    assert any(
+        line.startswith("reconcile (startup): staging: ") and "below the required 0.85" in line
+        for line in log
+    ), log
+
+    second = mlflow_server.register(platform.model, {"accuracy": 0.9}, alias="challenger")
+    running.reconciler.wake("webhook")
+    wait_for(lambda: running.reconciler.passes >= 2, 60, "the pass the webhook asked for")
+
+    assert platform.pin("local") == second
+    assert platform.pin("staging", f"mlopsctl/promote/staging/{platform.model}") == second
+    assert (promotions("local", "committed"), promotions("staging", "proposed")) == (2, 1)
+    # Both of staging's pin files wait in the pull request: two pins out of step.
+    assert metric(running, "mlopsctl_pins_out_of_step") == 2
+    assert metric(running, 'mlopsctl_reconcile_passes_total{result="ok",trigger="webhook"}') == 1
+    assert any(line.startswith("reconcile (webhook): staging: ") for line in log), log
