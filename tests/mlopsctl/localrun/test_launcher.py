@@ -22,6 +22,7 @@ import pytest
 from mlopsctl.localrun import cgroups, launcher
 from mlopsctl.localrun.launcher import Bind, ExecSpec, Spec
 from mlopsctl.localrun.model import Resources
+from tests.support.processes import ended
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher runs as root")
 
@@ -319,22 +320,14 @@ def test_a_killed_kubelet_takes_its_containers_with_it(spec: Spec, tmp_path: Pat
         kubelet.kill()
         kubelet.wait()
         deadline = time.monotonic() + 10
-        while not gone(pid):
+        while not ended(pid):
             assert time.monotonic() < deadline, "the container outlived its kubelet"
             time.sleep(0.05)
     finally:
         kubelet.kill()
         kubelet.wait()
-        if pid is not None and not gone(pid):
+        if pid is not None and not ended(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def gone(pid: int) -> bool:
-    """Whether the process ended (a zombie nobody reaps has ended too)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
-    except FileNotFoundError:
-        return True
 
 
 def test_the_spec_survives_its_json_form(spec: Spec):

@@ -30,6 +30,7 @@ import pytest
 from mlopsctl.localrun import network
 from mlopsctl.localrun.network import Endpoint, PortForward, RunNetwork, ServiceRule
 from tests.support.loopback import QuietHandler, serving
+from tests.support.processes import ended
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -265,17 +266,12 @@ def test_runs_side_by_side_get_address_blocks_of_their_own(ip_forward):
 
 
 def wait_until_dead(pid: int, seconds: float = 10) -> bool:
-    """Whether the process is gone (or a zombie nobody reaped yet) within `seconds`."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state in ("Z", "X"):
-            return True
+    while not ended(pid):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    return False
+    return True
 
 
 KILLED_RUN = textwrap.dedent(
