@@ -17,7 +17,6 @@ from mlopsctl.base.kustomize import render_root
 from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun import operators, workloads
 from mlopsctl.localrun.model import Container, ObjectReference, Service, ServicePort
-from mlopsctl.localrun.run import RunImages
 from tests.support.paths import REPOSITORY
 
 TOOLS = toolchain.resolve(toolchain.default_tools_dir(REPOSITORY))
@@ -168,22 +167,6 @@ def test_fields_the_run_cannot_honour_are_refused(local_environment, change, fie
     appended = len(container["env"])  # where an appended variable lands
     change(container)
     assert _refusal(body).field == field.replace("{appended}", str(appended))
-
-
-def test_an_image_with_no_build_context_is_refused_naming_it(tmp_path: Path):
-    images = RunImages(REPOSITORY, load_config(REPOSITORY), tmp_path, lambda line: None)
-    resource = ObjectReference("Deployment", "ml-platform", "model-server")
-    with pytest.raises(UnsupportedManifest) as refused:
-        images.image(
-            "ghcr.io/example-org/elsewhere/thing:1.0",
-            resource,
-            "spec.template.spec.containers[0].image",
-        )
-    assert str(refused.value) == (
-        "Deployment/ml-platform/model-server: spec.template.spec.containers[0].image: no build "
-        "context for image ghcr.io/example-org/elsewhere/thing:1.0: declare it under `images:` "
-        "in mlopsctl.yaml"
-    )
 
 
 def test_every_secret_and_configmap_the_local_workloads_read_is_made_by_something(
