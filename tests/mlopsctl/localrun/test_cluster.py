@@ -258,7 +258,7 @@ def test_network_policies_follow_the_pods_that_come_and_go(cluster: Cluster):
     [client], [stranger] = pods_of(cluster, "client"), pods_of(cluster, "stranger")
     assert ask(address, inside=client)["answered_by"].startswith("web-")
     with pytest.raises(TimeoutError):  # dropped, as a NetworkPolicy drops
-        ask(address, inside=stranger, timeout=1)
+        ask(address, inside=stranger, timeout=0.5)
     # A new web pod (a new template) is covered as soon as it exists.
     cluster.apply(deployment("web", [server(env=[{"name": "VERSION", "value": "2"}])]), "t")
     wait_for(
@@ -273,7 +273,7 @@ def test_network_policies_follow_the_pods_that_come_and_go(cluster: Cluster):
     )
     assert ask(address, inside=client)["env"]["VERSION"] == "2"
     with pytest.raises(TimeoutError):
-        ask(address, inside=stranger, timeout=1)
+        ask(address, inside=stranger, timeout=0.5)
 
 
 def test_what_the_cluster_cannot_honour_is_refused_naming_it(cluster: Cluster):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import ipaddress
 import json
 import os
@@ -155,13 +156,28 @@ def what_the_run_made(run: RunNetwork) -> list[str]:
 
 @pytest.fixture
 def ip_forward() -> Iterator[None]:
-    """The machine's IPv4 forwarding as it was, whatever the test's networks did to it."""
+    """IPv4 forwarding put back as it was, as a run's teardown puts it back: a killed run cannot,
+    and a run still going (another test's, a platform's) needs it on."""
     path = Path("/proc/sys/net/ipv4/ip_forward")
-    before = path.read_text()
+    before = path.read_text().strip()
     try:
         yield
     finally:
-        path.write_text(before)
+        if before == "0" and not live_runs():
+            path.write_text("0")
+
+
+def live_runs() -> bool:
+    """Whether a live run holds an address block (its lock dies with its process)."""
+    for path in network.STATE_DIRECTORY.glob("block-*.lock"):
+        descriptor = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)
+    return False
 
 
 @contextlib.contextmanager
@@ -174,7 +190,7 @@ def run_network() -> Iterator[RunNetwork]:
         run.teardown()
 
 
-def test_pods_get_an_address_of_their_own_and_reach_each_other_through_the_host(ip_forward):
+def test_pods_get_an_address_of_their_own_and_reach_each_other_through_the_host():
     with run_network() as run:
         first, second = run.add("apps/first"), run.add("apps/second")
         git_host = run.add("git host", run_host=True)
@@ -200,7 +216,7 @@ def test_pods_get_an_address_of_their_own_and_reach_each_other_through_the_host(
             socket.create_connection((unused, 80), timeout=5).close()
 
 
-def test_teardown_removes_everything_the_run_made(ip_forward):
+def test_teardown_removes_everything_the_run_made():
     with run_network() as run:
         for index in range(3):
             run.add(f"apps/pod-{index}")
@@ -212,7 +228,7 @@ def test_teardown_removes_everything_the_run_made(ip_forward):
     assert not network.block_in_use(run.run_id)
 
 
-def test_a_service_address_forwards_to_its_ready_backends_and_refuses_without_one(ip_forward):
+def test_a_service_address_forwards_to_its_ready_backends_and_refuses_without_one():
     with run_network() as run:
         first, second, client = (run.add(f"apps/{name}") for name in ("a", "b", "client"))
         service = run.allocate_service_address()
@@ -239,7 +255,7 @@ def test_a_service_address_forwards_to_its_ready_backends_and_refuses_without_on
                 from_host(service, 81)
 
 
-def test_a_connection_made_inside_a_namespace_reaches_that_namespaces_loopback(ip_forward):
+def test_a_connection_made_inside_a_namespace_reaches_that_namespaces_loopback():
     """What a port-forward does: the pod's own 127.0.0.1, which nothing else can reach."""
     with run_network() as run:
         pod = run.add("apps/pod")
@@ -251,7 +267,7 @@ def test_a_connection_made_inside_a_namespace_reaches_that_namespaces_loopback(i
             network.connect_inside("/run/netns/no-such-namespace", ("127.0.0.1", 1), timeout=1)
 
 
-def test_runs_side_by_side_get_address_blocks_of_their_own(ip_forward):
+def test_runs_side_by_side_get_address_blocks_of_their_own():
     with run_network() as first, run_network() as second:
         assert first.block != second.block
         assert not first.block.overlaps(second.block)
@@ -291,7 +307,7 @@ KILLED_RUN = textwrap.dedent(
 )
 
 
-def test_what_a_killed_run_left_is_removed_by_the_next(ip_forward, tmp_path: Path):
+def test_what_a_killed_run_left_is_removed_by_the_next(ip_forward: None):
     run_id = f"t{secrets.token_hex(3)}"
     killed = subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN, run_id], stdout=subprocess.PIPE, text=True
@@ -379,7 +395,7 @@ def test_a_port_asked_for_by_number_is_used(forward: PortForward):
         asked.close()
 
 
-def test_a_forward_follows_the_pod_it_is_given_for_each_connection(ip_forward):
+def test_a_forward_follows_the_pod_it_is_given_for_each_connection():
     """A restarted pod is a new namespace: the next connection goes there; with no ready pod the
     client's connection is closed."""
     with run_network() as run:
