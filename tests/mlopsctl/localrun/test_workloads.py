@@ -217,3 +217,24 @@ def test_the_readme_tells_people_to_create_the_secrets_mlopsctl_yaml_lists():
         for key, _recipe in secret.keys:
             assert f"--from-literal={key}=" in block, (secret.name, key)
     assert yaml.safe_load((REPOSITORY / "mlopsctl.yaml").read_text())["secretsCreatedByHand"]
+
+
+def test_every_workload_of_the_environment_is_understood():
+    """The pure half: every rendered workload of local parses, and its object references are
+    what the run checks before it starts."""
+    uses = []
+    for component in ("mlflow-tracking", "model-server", "promoter", "streamlit"):
+        result = render_root(REPOSITORY, f"overlays/local/{component}", TOOLS, False)
+        for resource in parse_render(component, result.output):
+            if resource.kind in workloads.WORKLOAD_KINDS:
+                uses += workloads.object_uses(workloads.workload(resource.body).template)
+    assert {
+        (use.kind, use.name.rsplit("-", 1)[0] if use.kind == "ConfigMap" else use.name)
+        for use in uses
+    } >= {
+        ("Secret", "postgres-app"),
+        ("Secret", "mlflow-webhook-encryption"),
+        ("Secret", "promoter"),
+        ("ConfigMap", "model-server-pin"),
+        ("PersistentVolumeClaim", "mlflow-artifacts"),
+    }
