@@ -192,7 +192,7 @@ def test_waves_are_applied_in_order_each_after_the_one_before_is_healthy(synced:
         while tracking not in target.applied():
             assert time.monotonic() < deadline, (sync.error, target.log[-5:])
             time.sleep(0.1)
-        time.sleep(1.0)  # the sync's chance to go on, were it to
+        time.sleep(1.0)  # the sync polls health every 0.5 s: two chances to go on, were it to
         # Wave 0 is not healthy: nothing of wave 1 is applied.
         assert synced.app("mlflow-tracking-local").health == "Progressing"
         assert not target.exists("Deployment", "ml-platform", "model-server")
