@@ -199,15 +199,15 @@ def test_a_job_is_retried_up_to_its_back_off_limit(
 
 
 def test_a_job_over_its_deadline_fails_and_its_pod_is_stopped(cluster: Cluster):
-    slow = {"name": "task", "image": IMAGE, "command": ["sleep", "300"]}
-    job = deployment(
-        "slow", [slow], kind="Job", restartPolicy="Never", terminationGracePeriodSeconds=1
-    )
-    job["spec"]["activeDeadlineSeconds"] = 1
+    # A server that never ends by itself (and ends at once on SIGTERM).
+    job = deployment("slow", [server()], kind="Job", restartPolicy="Never")
+    job["spec"]["activeDeadlineSeconds"] = 0.5  # the run takes fractions; a manifest, seconds
     cluster.apply(job, "test")
+    [pod] = wait_for(lambda: pods_of(cluster, "slow"), "the Job's pod")
     wait_for(lambda: cluster.health("Job", "apps", "slow")[0] == "Degraded", "the deadline", 20)
     assert cluster.health("Job", "apps", "slow")[1].startswith("DeadlineExceeded")
-    wait_for(lambda: not pods_of(cluster, "slow"), "the Job's pod to be stopped", 20)
+    wait_for(lambda: pod.name not in cluster.pods, "the Job's pod to be stopped", 20)
+    assert cluster.jobs[("apps", "slow")].pods == [pod]  # and not replaced
 
 
 def test_a_deleted_deployment_leaves_no_pod_and_its_service_no_address(cluster: Cluster):

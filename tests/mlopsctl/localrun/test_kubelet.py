@@ -175,16 +175,16 @@ def test_a_container_that_keeps_failing_is_restarted_with_back_off(
 
 
 def test_a_failing_liveness_probe_restarts_the_container(cluster: Cluster, quick_back_off: None):
-    # A liveness exec probe needs /tmp/alive, which the container removes after a second.
+    # A liveness exec probe needs /tmp/alive, which the container removes after half a second.
     script = (
-        "touch /tmp/alive; (sleep 1; rm /tmp/alive) & "
+        "touch /tmp/alive; (sleep 0.5; rm /tmp/alive) & "
         "exec python3 /app/server.py --port=8080 >/dev/null"
     )
     container = server(
         command=["/bin/sh", "-c", script],
         livenessProbe={
             "exec": {"command": ["cat", "/tmp/alive"]},
-            "periodSeconds": 1,
+            "periodSeconds": 0.5,
             "failureThreshold": 1,
             # An exec probe starts a process in the container: ample time on a busy machine.
             "timeoutSeconds": 10,
