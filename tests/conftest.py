@@ -22,10 +22,19 @@ pytest_plugins = [
 ]
 
 
+# Modules of tests/mlopsctl/localrun/ that touch nothing of the machine's (pure code, servers on
+# loopback ports of their own, a test API server): they need no turn on the platform's worker.
+LOCALRUN_MODULES_ON_ANY_WORKER = frozenset(
+    {"test_certificates.py", "test_model.py", "test_prometheus_config.py", "test_sync.py"}
+)
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under `--dist loadgroup` (make test runs three workers), the tests that run the platform on
     this machine (network namespaces, cgroups, its hosts' ports, the demo) go to one worker, one
-    after another, as in a serial run; every other test is a unit of its own for the others.
+    after another, as in a serial run: every module of tests/mlopsctl/localrun/ but those named
+    in LOCALRUN_MODULES_ON_ANY_WORKER (each a unit for any worker), and the demo's. Every other
+    test is a unit of its own for the other workers.
 
     Grouped by path here, not by xdist's `xdist_group` mark: xdist 3.8 groups by rewriting
     `item._nodeid`, which pytest 9.2 no longer reads, so the mark silently split the group and
@@ -38,7 +47,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class PlatformRunTogether(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            if path.startswith("tests/mlopsctl/localrun/") or path == "tests/scripts/test_demo.py":
+            directory, _, module = path.rpartition("/")
+            if directory == "tests/mlopsctl/localrun" and module in LOCALRUN_MODULES_ON_ANY_WORKER:
+                return path  # a unit: test_sync's tests build on each other's API server
+            if directory == "tests/mlopsctl/localrun" or path == "tests/scripts/test_demo.py":
                 return "platform-run"
             return nodeid
 

@@ -49,3 +49,13 @@ class StallingUploadPack:
             capture_output=True,
         )
         return made
+
+
+def ended(pid: int) -> bool:
+    """Whether a process has ended: gone, or a zombie its (perhaps adoptive) parent has not
+    reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")

@@ -510,10 +510,11 @@ class Cluster:
         self._applied_rules = (service_text, policy_text)
 
     def ready_pod_namespace(self, namespace: str, service_name: str) -> str | None:
-        """A ready pod behind a Service, for port-forwards."""
+        """A ready pod behind a Service, for port-forwards. A Service without a selector has
+        none (kubectl refuses to forward to it), as it has no endpoints."""
         with self._lock:
             entry = self.services.get((namespace, service_name))
-            if entry is None:
+            if entry is None or not entry[0].selector:
                 return None
             service = entry[0]
             for pod in self.pods.values():

@@ -15,6 +15,7 @@ Python, not with mlopsctl's environment.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -137,6 +138,9 @@ def main(argv: Sequence[str]) -> int:
             self.socket.bind(self.server_address)
             self.server_name, self.server_port = "cnpg-metrics", arguments.port
 
+    # PID 1 of its container: without a handler of its own, SIGTERM would be ignored and the
+    # pod's deletion would wait out its whole grace period.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     Server(("0.0.0.0", arguments.port), Handler).serve_forever()
     return 0
 

@@ -223,6 +223,9 @@ def _drop_privileges(uid: int, gid: int, groups: list[int], no_new_privileges: b
     os.setgroups(groups)
     os.setgid(gid)
     os.setuid(uid)
+    # Changing credentials clears the parent-death signal (prctl(2)): set it again, or a
+    # container that runs as a user outlives its shim.
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
     if no_new_privileges:
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
 

@@ -11,6 +11,10 @@ side never collide):
 Pods reach each other only through the host (no bridge), so every flow crosses the host's
 FORWARD hook, where the NetworkPolicies are enforced (`network_policy` writes the rules). A
 blackhole route for the whole /16 keeps anything in it from leaving through the default route.
+The Service range alone is routed to the host's loopback, from the node address: a connection
+the host itself makes to a VIP (as on a node) needs a route before the output hook's DNAT can
+send it to a pod, and a blackhole fails it at `connect` (EINVAL) before any rule sees it. What
+is not DNAT-ed there is refused by the output chain, so nothing reaches the loopback.
 """
 
 from __future__ import annotations
@@ -122,12 +126,15 @@ class RunNetwork:
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
         _run("ip", "route", "add", "blackhole", str(self.block))
         _run("ip", "address", "add", f"{self.node_address}/32", "dev", "lo")
+        # The services table (its refusals) is in place before the range is routed.
         self.set_services([])
+        _run("ip", "route", "add", str(self.service_network), "dev", "lo", "src", self.node_address)
 
     def teardown(self) -> None:
         for endpoint in list(self._endpoints.values()):
             self.remove(endpoint)
         _try("nft", "delete", "table", "inet", self.table)
+        _try("ip", "route", "del", str(self.service_network), "dev", "lo")
         _try("nft", "delete", "table", "ip", f"{self.table}_services")
         _try("ip", "address", "del", f"{self.node_address}/32", "dev", "lo")
         _try("ip", "route", "del", "blackhole", str(self.block))
@@ -312,6 +319,9 @@ def remove_leftovers() -> list[str]:
             octet = path.name.removeprefix("block-").removesuffix(".lock")
             if not run_id:
                 continue
+            # The Service range's route first: without its table's refusals, the host's
+            # connections to a VIP would be delivered to the host itself.
+            _try("ip", "route", "del", f"10.{octet}.128.0/18", "dev", "lo")
             for namespace in _namespaces_of(run_id):
                 _kill_processes_in(namespace)
                 _try("ip", "netns", "del", namespace)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import secrets
+import shutil
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -560,22 +561,37 @@ class PrometheusStack:
         if snapshot == self._written:
             return False
         directory = self.config_directory
-        for old in directory.glob("*.yaml"):
-            if old.name != "prometheus.yaml" and old.name not in rules:
-                old.unlink()
-        paths = []
-        for name, content in rules.items():
-            path = directory / name
-            path.write_text(content)
-            paths.append(path)
+        # The rules are checked beside the directory Prometheus reads, and moved in only once
+        # promtool accepts them: Prometheus reads its rule files again at every reload and
+        # restart, and one it refuses keeps it from starting.
+        checking = directory.with_name(f".{directory.name}.checking")
+        shutil.rmtree(checking, ignore_errors=True)
+        checking.mkdir(parents=True)
         try:
-            prometheus.check_rules(paths)
-        except LocalRunError as error:
-            self.error = str(error)
-            raise
+            paths = []
+            for name, content in rules.items():
+                path = checking / name
+                path.write_text(content)
+                path.chmod(0o644)
+                paths.append(path)
+            try:
+                prometheus.check_rules(
+                    paths,
+                    origins=prometheus_config.rule_file_origins(self._monitors("PrometheusRule")),
+                )
+            except LocalRunError as error:
+                self.error = str(error)
+                raise
+            for old in directory.glob("*.yaml"):
+                if old.name != "prometheus.yaml" and old.name not in rules:
+                    old.unlink()
+            for path in paths:
+                path.replace(directory / path.name)
+        finally:
+            shutil.rmtree(checking, ignore_errors=True)
         (directory / "prometheus.yaml").write_text(text)
-        for path in directory.iterdir():
-            path.chmod(0o644)
+        (directory / "prometheus.yaml").chmod(0o644)
+        self.error = ""
         self._written = snapshot
         return True
 

@@ -520,29 +520,6 @@ def test_a_pod_reaches_github_dot_com_through_its_hosts_file_and_ca_bundle(
     assert completed.stdout.strip() == _head(bare)
 
 
-def test_certificates_refuse_what_they_cannot_carry(pki: Pki, tmp_path: Path) -> None:
-    with pytest.raises(LocalRunError, match="not a DNS name"):
-        certificates.issue(pki.authority, tmp_path, ["github.com\nCN = evil"])
-    with pytest.raises(LocalRunError, match="not an IP address"):
-        certificates.issue(pki.authority, tmp_path, ["github.com"], ["10.0.0.300"])
-    with pytest.raises(LocalRunError, match="at least one"):
-        certificates.issue(pki.authority, tmp_path, [])
-    with pytest.raises(LocalRunError, match="system CA bundle"):
-        certificates.bundle_with_system_roots(pki.authority, tmp_path / "b", tmp_path / "none")
-    broken = certificates.Authority("broken", pki.authority.certificate, tmp_path / "missing.key")
-    with pytest.raises(LocalRunError, match="openssl x509 failed"):
-        certificates.issue(broken, tmp_path, ["github.com"])
-
-
-def test_keys_are_readable_by_their_owner_only(pki: Pki) -> None:
-    assert pki.authority.key.stat().st_mode & 0o777 == 0o600
-    assert pki.server.key.stat().st_mode & 0o777 == 0o600
-    assert pki.server.certificate.stat().st_mode & 0o777 == 0o644
-    system = certificates.SYSTEM_BUNDLE.read_bytes()
-    bundle = pki.bundle.read_bytes()
-    assert bundle.startswith(system) and pki.authority.certificate.read_bytes() in bundle
-
-
 def test_the_command_line_names_bad_input(tmp_path: Path, pki: Pki) -> None:
     token = tmp_path / "token"
     token.write_text(TOKEN)

@@ -20,7 +20,6 @@ from urllib.parse import urlparse
 
 import yaml
 
-from mlopsctl.localrun import workloads
 from tests.support.chromium import page_text_and_screenshot
 from tests.support.dashboards import DASHBOARD_FILES, load, queries
 from tests.support.platform_run import (
@@ -310,30 +309,3 @@ def test_a_container_over_its_memory_limit_is_reported_oom_killed(platform_run: 
     assert any("streamlit: " in line and "OOMKilled" in line for line in below), lines
     # The rolling update keeps the old pod serving while the new one cannot start.
     assert serving <= {p.name for p in platform_run.pods("streamlit-") if p.ready}
-
-
-def test_every_workload_of_the_environment_is_understood():
-    """The pure half: every rendered workload of local parses, and its object references are
-    what the run checks before it starts."""
-    from mlopsctl.base import toolchain
-    from mlopsctl.base.kustomize import render_root
-    from mlopsctl.base.resources import parse_render
-    from tests.support.paths import REPOSITORY
-
-    tools = toolchain.resolve(toolchain.default_tools_dir(REPOSITORY))
-    uses = []
-    for component in ("mlflow-tracking", "model-server", "promoter", "streamlit"):
-        result = render_root(REPOSITORY, f"overlays/local/{component}", tools, False)
-        for resource in parse_render(component, result.output):
-            if resource.kind in workloads.WORKLOAD_KINDS:
-                uses += workloads.object_uses(workloads.workload(resource.body).template)
-    assert {
-        (use.kind, use.name.rsplit("-", 1)[0] if use.kind == "ConfigMap" else use.name)
-        for use in uses
-    } >= {
-        ("Secret", "postgres-app"),
-        ("Secret", "mlflow-webhook-encryption"),
-        ("Secret", "promoter"),
-        ("ConfigMap", "model-server-pin"),
-        ("PersistentVolumeClaim", "mlflow-artifacts"),
-    }

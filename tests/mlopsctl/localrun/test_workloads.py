@@ -17,7 +17,6 @@ from mlopsctl.base.kustomize import render_root
 from mlopsctl.base.resources import parse_render
 from mlopsctl.localrun import operators, workloads
 from mlopsctl.localrun.model import Container, ObjectReference, Service, ServicePort
-from mlopsctl.localrun.run import RunImages
 from tests.support.paths import REPOSITORY
 
 TOOLS = toolchain.resolve(toolchain.default_tools_dir(REPOSITORY))
@@ -170,22 +169,6 @@ def test_fields_the_run_cannot_honour_are_refused(local_environment, change, fie
     assert _refusal(body).field == field.replace("{appended}", str(appended))
 
 
-def test_an_image_with_no_build_context_is_refused_naming_it(tmp_path: Path):
-    images = RunImages(REPOSITORY, load_config(REPOSITORY), tmp_path, lambda line: None)
-    resource = ObjectReference("Deployment", "ml-platform", "model-server")
-    with pytest.raises(UnsupportedManifest) as refused:
-        images.image(
-            "ghcr.io/example-org/elsewhere/thing:1.0",
-            resource,
-            "spec.template.spec.containers[0].image",
-        )
-    assert str(refused.value) == (
-        "Deployment/ml-platform/model-server: spec.template.spec.containers[0].image: no build "
-        "context for image ghcr.io/example-org/elsewhere/thing:1.0: declare it under `images:` "
-        "in mlopsctl.yaml"
-    )
-
-
 def test_every_secret_and_configmap_the_local_workloads_read_is_made_by_something(
     local_environment,
 ):
@@ -234,3 +217,24 @@ def test_the_readme_tells_people_to_create_the_secrets_mlopsctl_yaml_lists():
         for key, _recipe in secret.keys:
             assert f"--from-literal={key}=" in block, (secret.name, key)
     assert yaml.safe_load((REPOSITORY / "mlopsctl.yaml").read_text())["secretsCreatedByHand"]
+
+
+def test_every_workload_of_the_environment_is_understood():
+    """The pure half: every rendered workload of local parses, and its object references are
+    what the run checks before it starts."""
+    uses = []
+    for component in ("mlflow-tracking", "model-server", "promoter", "streamlit"):
+        result = render_root(REPOSITORY, f"overlays/local/{component}", TOOLS, False)
+        for resource in parse_render(component, result.output):
+            if resource.kind in workloads.WORKLOAD_KINDS:
+                uses += workloads.object_uses(workloads.workload(resource.body).template)
+    assert {
+        (use.kind, use.name.rsplit("-", 1)[0] if use.kind == "ConfigMap" else use.name)
+        for use in uses
+    } >= {
+        ("Secret", "postgres-app"),
+        ("Secret", "mlflow-webhook-encryption"),
+        ("Secret", "promoter"),
+        ("ConfigMap", "model-server-pin"),
+        ("PersistentVolumeClaim", "mlflow-artifacts"),
+    }
