@@ -200,7 +200,11 @@ def test_a_job_is_retried_up_to_its_back_off_limit(
 
 def test_a_job_over_its_deadline_fails_and_its_pod_is_stopped(cluster: Cluster):
     # A server that never ends by itself (and ends at once on SIGTERM).
-    job = deployment("slow", [server()], kind="Job", restartPolicy="Never")
+    # A grace period of a second: under load a SIGTERM can land before the server is up to
+    # end on it, and the default 30 s would outlast the wait below.
+    job = deployment(
+        "slow", [server()], kind="Job", restartPolicy="Never", terminationGracePeriodSeconds=1
+    )
     job["spec"]["activeDeadlineSeconds"] = 0.5  # the run takes fractions; a manifest, seconds
     cluster.apply(job, "test")
     [pod] = wait_for(lambda: pods_of(cluster, "slow"), "the Job's pod")
