@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from mlopsctl.localrun.kubelet import RunnableImage
 from mlopsctl.localrun.model import ObjectReference
 from mlopsctl.localrun.network import RunNetwork
 from mlopsctl.localrun.operators import STANDARD_PATH, HostImage, HostRecipe
+from tests.support import processes
 
 IMAGE = "registry.example.test/app:1.0"
 ROOT_IMAGE = "registry.example.test/root-app:1.0"
@@ -193,10 +193,4 @@ def from_yaml(text: str) -> dict[str, Any]:
 
 
 def wait_for(condition: Callable[[], Any], what: str, seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
-        time.sleep(0.05)
+    return processes.wait_for(condition, what, seconds, interval=0.05)

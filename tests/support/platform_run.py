@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import pytest
 from mlopsctl.localrun.kubelet import Pod
 from mlopsctl.localrun.network import connect_inside
 from mlopsctl.localrun.run import Forward, LocalRun, Settings, snapshot_working_tree
+from tests.support import processes
 from tests.support.paths import REPOSITORY
 
 MODEL = "iris-classifier"
@@ -115,13 +115,7 @@ class RunningPlatform:
 
 
 def wait_for(condition: Callable[[], Any], what: str, seconds: float = 120.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
-        time.sleep(0.5)
+    return processes.wait_for(condition, what, seconds, interval=0.5)
 
 
 def request_inside(

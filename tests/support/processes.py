@@ -1,10 +1,26 @@
-"""Finding the processes a test's subject started, as a pod's kill would find them all."""
+"""Finding the processes a test's subject started, as a pod's kill would find them all, and
+waiting for what they do."""
 
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+
+def wait_for(condition: Callable[[], Any], what: str, seconds: float, interval: float) -> Any:
+    """`condition()`'s first true value, asked every `interval` s; the test fails after
+    `seconds` without one."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
+        time.sleep(interval)
 
 
 def git_processes_in(directory: Path) -> list[int]:

@@ -11,7 +11,6 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,26 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlopsctl.base.errors import LocalRunError
 from mlopsctl.localrun import certificates
+from tests.support.pki import Pki, make_pki
 
 GREETING = b"hello"
 
 
-@dataclass(frozen=True)
-class Pki:
-    authority: certificates.Authority
-    server: certificates.ServerCertificate
-    bundle: Path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    authority = certificates.create_authority(directory, "mlopsctl test run")
-    server = certificates.issue(
-        authority, directory, ["github.com", "*.pods.example.test"], ["127.0.0.1"]
-    )
-    bundle = certificates.bundle_with_system_roots(authority, directory / "bundle.crt")
-    return Pki(authority, server, bundle)
+    return make_pki(tmp_path_factory.mktemp("pki"), ["github.com", "*.pods.example.test"])
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ import pytest
 from mlopsctl.base import git
 from mlopsctl.base.errors import LocalRunError
 from mlopsctl.localrun import certificates, githost
+from tests.support.pki import Pki, make_pki
 
 TOKEN = "local-run-token-7f3a"
 URL_PATH = "/example-org/mlops-platform.git"
@@ -31,20 +32,9 @@ NAME_CHECK_ADDRESS = "127.0.0.77"
 TIMEOUT = 60
 
 
-@dataclass(frozen=True)
-class Pki:
-    authority: certificates.Authority
-    server: certificates.ServerCertificate
-    bundle: Path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    authority = certificates.create_authority(directory, "mlopsctl test run")
-    server = certificates.issue(authority, directory, ["github.com"], ["127.0.0.1"])
-    bundle = certificates.bundle_with_system_roots(authority, directory / "bundle.crt")
-    return Pki(authority, server, bundle)
+    return make_pki(tmp_path_factory.mktemp("pki"), ["github.com"])
 
 
 def _environment(home: Path, ca_file: Path | None) -> dict[str, str]:
