@@ -1,7 +1,9 @@
 """What every test starts from (autouse): the pinned tools, and MLflow's HTTP settings as a
-fresh process has them."""
+fresh process has them; and `as_root`, for the tests that make what only root can."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -16,6 +18,18 @@ def pinned_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     if not (TOOLS_DIR / "bin" / "kubectl").is_file():
         pytest.fail("the pinned tools are missing: run `make setup` (make test does it)")
     monkeypatch.setenv(TOOLS_DIR_VARIABLE, str(TOOLS_DIR))
+
+
+@pytest.fixture(scope="session")
+def as_root() -> None:
+    """For the tests that make network namespaces, nftables rules, cgroups or pods. The suite
+    runs as root (README); anywhere else they fail saying so, as the platform's run does, rather
+    than being skipped where nobody sees it. Session-scoped, so it comes before the module-scoped
+    nodes and networks those tests build on."""
+    if os.geteuid() != 0:
+        pytest.fail(
+            "needs root (network namespaces, nftables, cgroups, pods): run `make test` as root"
+        )
 
 
 @pytest.fixture(autouse=True)

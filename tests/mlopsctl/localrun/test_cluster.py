@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from mlopsctl.localrun.model import ObjectReference
 from mlopsctl.localrun.network import NETNS_DIRECTORY, connect_inside
 from tests.support.local_node import IMAGE, deployment, node, server, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
+pytestmark = pytest.mark.usefixtures("as_root")
 
 
 @pytest.fixture

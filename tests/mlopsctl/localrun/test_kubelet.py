@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import time
 import urllib.request
@@ -34,7 +33,7 @@ from tests.support.local_node import (
 )
 from tests.support.processes import ended
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
+pytestmark = pytest.mark.usefixtures("as_root")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from mlopsctl.localrun.launcher import Bind, ExecSpec, Spec
 from mlopsctl.localrun.model import Resources
 from tests.support.processes import ended
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher runs as root")
+pytestmark = pytest.mark.usefixtures("as_root")
 
 TIMEOUT = 60
 USER, GROUP, SUPPLEMENTARY = 65534, 65534, 4242

@@ -33,7 +33,7 @@ from mlopsctl.localrun.network import Endpoint, PortForward, RunNetwork, Service
 from tests.support.loopback import QuietHandler, serving
 from tests.support.processes import ended
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+pytestmark = pytest.mark.usefixtures("as_root")
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -8,7 +8,6 @@ merges them."""
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import time
 import urllib.parse
@@ -31,7 +30,7 @@ from mlopsctl.localrun.model import KeyReference
 from tests.support.local_node import HostImages, deployment, node, server, wait_for
 from tests.support.paths import REPOSITORY
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a node of the run needs root")
+pytestmark = pytest.mark.usefixtures("as_root")
 
 APP_KEYS = {
     "username",

@@ -5,7 +5,6 @@ reports of pods, blocked connections and use, and `kubectl create -k` of a Job."
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from tests.support.paths import REPOSITORY
 from tests.support.platform_fixtures import commit_all, git
 from tests.support.trees import MINIMAL_CONFIG, write_tree
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="a node of the run needs root")
+root_only = pytest.mark.usefixtures("as_root")
 
 
 # -- the snapshot the git host serves -----------------------------------------------------------
