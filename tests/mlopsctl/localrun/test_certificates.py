@@ -9,7 +9,6 @@ import datetime
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlopsctl.base.errors import LocalRunError
 from mlopsctl.localrun import certificates
+from tests.support.loopback import accepting
 from tests.support.pki import Pki, make_pki
 
 GREETING = b"hello"
@@ -36,35 +36,19 @@ def tls_server(chain: Path, key: Path) -> Iterator[int]:
     handshake; yields its port."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(chain), str(key))
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stopping = threading.Event()
 
-    def serve() -> None:
-        while not stopping.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            connection.settimeout(10)
-            # A client that refuses the certificate aborts the handshake: nothing to answer.
-            with (
-                connection,
-                contextlib.suppress(OSError),
-                context.wrap_socket(connection, server_side=True) as tls,
-            ):
-                tls.sendall(GREETING)
+    def greet(connection: socket.socket) -> None:
+        connection.settimeout(10)
+        # A client that refuses the certificate aborts the handshake: nothing to answer.
+        with (
+            connection,
+            contextlib.suppress(OSError),
+            context.wrap_socket(connection, server_side=True) as tls,
+        ):
+            tls.sendall(GREETING)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stopping.set()
-        thread.join(timeout=5)
-        listener.close()
+    with accepting(socket.create_server(("127.0.0.1", 0)), greet) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

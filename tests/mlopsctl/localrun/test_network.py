@@ -30,7 +30,7 @@ import pytest
 
 from mlopsctl.localrun import network
 from mlopsctl.localrun.network import Endpoint, PortForward, RunNetwork, ServiceRule
-from tests.support.loopback import QuietHandler, serving
+from tests.support.loopback import QuietHandler, accepting, serving
 from tests.support.processes import ended
 
 pytestmark = pytest.mark.usefixtures("as_root")
@@ -70,28 +70,13 @@ def answering(namespace_path: str, address: str, text: str, port: int = 0) -> It
     """A TCP server inside a namespace, at `address` on `port` (0: a free one), that sends `text`
     to every client; yields the port."""
     listener = _in_namespace(namespace_path, lambda: socket.create_server((address, port)))
-    listener.settimeout(0.2)
-    stopping = threading.Event()
 
-    def serve() -> None:
-        while not stopping.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with connection, contextlib.suppress(OSError):
-                connection.sendall(text.encode())
+    def send_text(connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            connection.sendall(text.encode())
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stopping.set()
-        thread.join(timeout=5)
-        listener.close()
+    with accepting(listener, send_text) as bound:
+        yield bound
 
 
 def read_all(connection: socket.socket) -> str:
