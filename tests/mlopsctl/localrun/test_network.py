@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -154,15 +153,7 @@ def ip_forward() -> Iterator[None]:
 
 def live_runs() -> bool:
     """Whether a live run holds an address block (its lock dies with its process)."""
-    for path in network.STATE_DIRECTORY.glob("block-*.lock"):
-        descriptor = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(descriptor)
-    return False
+    return any(network._held(path) for path in network.STATE_DIRECTORY.glob("block-*.lock"))
 
 
 @contextlib.contextmanager
