@@ -25,7 +25,13 @@ pytest_plugins = [
 # Modules of tests/mlopsctl/localrun/ that touch nothing of the machine's (pure code, servers on
 # loopback ports of their own, a test API server): they need no turn on the platform's worker.
 LOCALRUN_MODULES_ON_ANY_WORKER = frozenset(
-    {"test_certificates.py", "test_model.py", "test_prometheus_config.py", "test_sync.py"}
+    {
+        "test_certificates.py",
+        "test_model.py",
+        "test_prometheus_config.py",
+        "test_runs.py",
+        "test_sync.py",
+    }
 )
 
 

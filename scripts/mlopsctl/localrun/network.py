@@ -1,7 +1,8 @@
 """The run's network: a namespace per pod (and per run host), routed veths, Service VIPs, policy.
 
 Each run owns one /16 from 10.200.0.0-10.239.255.255 (claimed with a lock file, so runs side by
-side never collide):
+side never collide; whatever a killed run left in the block is removed by the run that claims it
+next, and what it left under its own name by any next run: `runs` tells live runs from dead):
 
     10.N.0.0/17     pod addresses, one /32 per pod, routed by the host to the pod's veth
     10.N.128.0/18   Service cluster IPs (DNAT to a ready pod's target port, as kube-proxy does)
@@ -33,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlopsctl.base.errors import LocalRunError
+from mlopsctl.localrun import runs
+from mlopsctl.localrun.runs import STATE_DIRECTORY
 
 NETNS_DIRECTORY = Path("/run/netns")
-STATE_DIRECTORY = Path("/run/mlopsctl")
 GATEWAY = "169.254.1.1"
 _FIRST_BLOCK, _LAST_BLOCK = 200, 239
 CLONE_NEWNET = 0x40000000
@@ -82,13 +84,23 @@ class ServiceRule:
 
 class RunNetwork:
     """Everything network a run creates, and removes again in `teardown` (also after a crash,
-    through `remove_leftovers`)."""
+    through `remove_leftovers`).
 
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+    `run_lock` is the run's own (`runs.RunLock`), held by a caller that makes more than the
+    network; without it the network takes one for itself and lets it go in `teardown`.
+    """
+
+    def __init__(self, run_id: str, run_lock: runs.RunLock | None = None) -> None:
+        self.run_id = runs.check_run_id(run_id)
+        self._own_run_lock = None if run_lock is not None else runs.RunLock(run_id)
         self._lock = threading.Lock()
         self._block_lock: int | None = None
-        self.block = self._claim_block()
+        try:
+            self.leftovers_removed = remove_leftovers()
+            self.block = self._claim_block()
+        except BaseException:
+            self._release_run_lock()
+            raise
         octet = self.block.network_address.packed[1]
         self.pod_network = ipaddress.IPv4Network(f"10.{octet}.0.0/17")
         self.service_network = ipaddress.IPv4Network(f"10.{octet}.128.0/18")
@@ -116,6 +128,9 @@ class RunNetwork:
             os.ftruncate(descriptor, 0)
             os.write(descriptor, self.run_id.encode())
             self._block_lock = descriptor
+            # Removed again here, not only by `remove_leftovers`: a run that claimed the block
+            # after `remove_leftovers` looked at it has died since.
+            self.leftovers_removed += _clear_block(octet)
             return ipaddress.IPv4Network(f"10.{octet}.0.0/16")
         raise LocalRunError("every address block of the local run is taken: are 40 runs going?")
 
@@ -143,6 +158,12 @@ class RunNetwork:
         if self._block_lock is not None:
             os.close(self._block_lock)
             self._block_lock = None
+        self._release_run_lock()
+
+    def _release_run_lock(self) -> None:
+        if self._own_run_lock is not None:
+            self._own_run_lock.release()
+            self._own_run_lock = None
 
     # -- pods and hosts ------------------------------------------------------------------------
 
@@ -156,9 +177,9 @@ class RunNetwork:
                 address = str(self.pod_network.network_address + self._next_pod)
                 self._next_pod += 1
             index = int(ipaddress.ip_address(address)) & 0xFFFF
-        namespace = f"mlopsctl-{self.run_id}-{index:x}"
-        host_side = f"ml{self.run_id[:4]}h{index:x}"[:15]
-        pod_side = f"ml{self.run_id[:4]}p{index:x}"[:15]
+        namespace = _namespace_name(self.run_id, index)
+        host_side = _host_interface_name(self.run_id, index)
+        pod_side = f"ml{self.run_id}p{index:x}"
         endpoint = Endpoint(name, namespace, address, host_side)
         _run("ip", "netns", "add", namespace)
         try:
@@ -272,6 +293,14 @@ class RunNetwork:
         return completed.stdout if completed.returncode == 0 else "{}"
 
 
+def _namespace_name(run_id: str, index: int) -> str:
+    return f"mlopsctl-{run_id}-{index:x}"
+
+
+def _host_interface_name(run_id: str, index: int) -> str:
+    return f"ml{run_id}h{index:x}"
+
+
 def _held(path: Path) -> bool:
     """Whether a live run holds this block lock (the lock dies with its process)."""
     descriptor = os.open(path, os.O_RDWR)
@@ -292,61 +321,128 @@ def _other_runs_active(mine: ipaddress.IPv4Network) -> bool:
     )
 
 
-def block_in_use(run_id: str) -> bool:
-    """Whether a live run holds an address block under this id."""
-    return any(
-        _held(path)
-        for path in (STATE_DIRECTORY.glob("block-*.lock") if STATE_DIRECTORY.is_dir() else [])
-        if path.read_text().strip() == run_id
-    )
-
-
 def remove_leftovers() -> list[str]:
-    """Namespaces, links, routes and tables of runs that died without a teardown (their block
-    lock is free again). Returns what was removed."""
+    """Namespaces, links, routes, addresses and tables of runs that died without a teardown.
+    Returns what was removed.
+
+    Blocks first: the Service range's route of a block nobody holds goes before the tables,
+    since without its table's refusals the host's connections to a VIP would be delivered to
+    the host itself. Then everything named by a run that is not alive, whichever block it had.
+    """
     removed: list[str] = []
-    if not STATE_DIRECTORY.is_dir():
-        return removed
-    for path in STATE_DIRECTORY.glob("block-*.lock"):
-        descriptor = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            continue  # a live run
-        try:
-            run_id = path.read_text().strip()
-            octet = path.name.removeprefix("block-").removesuffix(".lock")
-            if not run_id:
+    if STATE_DIRECTORY.is_dir():
+        for path in sorted(STATE_DIRECTORY.glob("block-*.lock")):
+            descriptor = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                continue  # a live run's
+            try:
+                octet = int(path.name.removeprefix("block-").removesuffix(".lock"))
+                removed += _clear_block(octet)
+            except ValueError:
+                pass  # not a block lock of ours
+            finally:
+                os.close(descriptor)
+    # Listed before liveness is asked: a run takes its lock before it names anything, so what
+    # is listed here was made by a run that is either still alive when asked, or dead.
+    namespaces = _named_namespaces()
+    tables = _named_tables()
+    for run_id in sorted({run_id for run_id, _ in namespaces} | {run_id for run_id, _ in tables}):
+        if runs.is_live(run_id):
+            continue
+        for owner, namespace in namespaces:
+            if owner != run_id:
                 continue
-            # The Service range's route first: without its table's refusals, the host's
-            # connections to a VIP would be delivered to the host itself.
-            _try("ip", "route", "del", f"10.{octet}.128.0/18", "dev", "lo")
-            for namespace in _namespaces_of(run_id):
-                _kill_processes_in(namespace)
-                _try("ip", "netns", "del", namespace)
-                removed.append(f"network namespace {namespace}")
-            for link in _links_of(run_id):
+            _kill_processes_in(namespace)
+            _try("ip", "netns", "del", namespace)
+            index = namespace.rsplit("-", 1)[1]
+            # The veth goes with its namespace once nothing is in it; named here in case the
+            # kernel still holds the namespace. Runs before this record named it by 4 characters.
+            for link in (f"ml{run_id}h{index}", f"ml{run_id[:4]}h{index}"):
                 _try("ip", "link", "del", link)
-            for family, table in (
-                ("inet", f"mlopsctl_{run_id}"),
-                ("ip", f"mlopsctl_{run_id}_services"),
-            ):
-                if (
-                    subprocess.run(
-                        ["nft", "list", "table", family, table], capture_output=True, check=False
-                    ).returncode
-                    == 0
-                ):
-                    _try("nft", "delete", "table", family, table)
-                    removed.append(f"nftables table {table}")
-            _try("ip", "route", "del", "blackhole", f"10.{octet}.0.0/16")
-            _try("ip", "address", "del", f"10.{octet}.192.1/32", "dev", "lo")
-            path.write_text("")
-        finally:
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
-            os.close(descriptor)
+            removed.append(f"network namespace {namespace}")
+        for owner, (family, table) in tables:
+            if owner == run_id:
+                _try("nft", "delete", "table", family, table)
+                removed.append(f"nftables table {table}")
+    runs.forget_dead()
     return removed
+
+
+def _clear_block(octet: int) -> list[str]:
+    """What is left in a block nobody holds (the caller holds its lock): routes to it and the
+    node's address on the loopback. A live run in it is impossible, so all of it is a
+    leftover."""
+    block = ipaddress.IPv4Network(f"10.{octet}.0.0/16")
+    removed: list[str] = []
+    for address in _loopback_addresses():
+        if ipaddress.IPv4Address(address) in block:
+            _try("ip", "address", "del", f"{address}/32", "dev", "lo")
+            removed.append(f"address {address} on lo")
+    for route in _main_routes():
+        destination = str(route.get("dst", ""))
+        try:
+            network = ipaddress.IPv4Network(destination)
+        except ValueError:
+            continue  # "default", or not IPv4
+        if network.subnet_of(block):
+            _try("ip", "route", "del", destination)
+            removed.append(f"route {destination}")
+    return removed
+
+
+def _ip_json(*arguments: str) -> list[dict[str, object]]:
+    output = subprocess.run(
+        ["ip", "-j", *arguments], capture_output=True, text=True, check=False
+    ).stdout
+    try:
+        listed = json.loads(output or "[]")
+    except json.JSONDecodeError:
+        return []
+    return [entry for entry in listed if isinstance(entry, dict)]
+
+
+def _loopback_addresses() -> list[str]:
+    return [
+        str(address["local"])
+        for interface in _ip_json("-4", "address", "show", "dev", "lo")
+        for address in interface.get("addr_info", []) or []  # type: ignore[attr-defined]
+        if isinstance(address, dict) and "local" in address
+    ]
+
+
+def _main_routes() -> list[dict[str, object]]:
+    return _ip_json("-4", "route", "show", "table", "main")
+
+
+def _named_namespaces() -> list[tuple[str, str]]:
+    """(run id, namespace) of every namespace a run named."""
+    if not NETNS_DIRECTORY.is_dir():
+        return []
+    found = []
+    for path in NETNS_DIRECTORY.iterdir():
+        run_id, separator, _ = path.name.removeprefix("mlopsctl-").rpartition("-")
+        if path.name.startswith("mlopsctl-") and separator and runs.RUN_ID.fullmatch(run_id):
+            found.append((run_id, path.name))
+    return sorted(found)
+
+
+def _named_tables() -> list[tuple[str, tuple[str, str]]]:
+    """(run id, (family, table)) of every nftables table a run named."""
+    listed = subprocess.run(
+        ["nft", "list", "tables"], capture_output=True, text=True, check=False
+    ).stdout
+    found = []
+    for line in listed.splitlines():
+        words = line.split()
+        if len(words) != 3 or words[0] != "table" or not words[2].startswith("mlopsctl_"):
+            continue
+        run_id = words[2].removeprefix("mlopsctl_").removesuffix("_services")
+        if runs.RUN_ID.fullmatch(run_id):
+            found.append((run_id, (words[1], words[2])))
+    return sorted(found)
 
 
 def _kill_processes_in(namespace: str) -> None:
@@ -357,28 +453,6 @@ def _kill_processes_in(namespace: str) -> None:
     for pid in listed.stdout.split():
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), 9)
-
-
-def _namespaces_of(run_id: str) -> list[str]:
-    if not NETNS_DIRECTORY.is_dir():
-        return []
-    return sorted(
-        path.name
-        for path in NETNS_DIRECTORY.iterdir()
-        if path.name.startswith(f"mlopsctl-{run_id}-")
-    )
-
-
-def _links_of(run_id: str) -> list[str]:
-    output = subprocess.run(
-        ["ip", "-j", "link"], capture_output=True, text=True, check=False
-    ).stdout
-    try:
-        links = json.loads(output or "[]")
-    except json.JSONDecodeError:
-        return []
-    prefix = f"ml{run_id[:4]}"
-    return [link["ifname"] for link in links if str(link.get("ifname", "")).startswith(prefix)]
 
 
 # -- sockets inside a namespace (port-forwards, probes from inside a pod) -----------------------

@@ -43,6 +43,7 @@ from mlopsctl.localrun import (
     network,
     network_policy,
     operators,
+    runs,
     usage,
     workloads,
 )
@@ -233,10 +234,8 @@ class LocalRun:
                 f"--env {settings.environment!r} is not one of {list(self.config.environments)}"
             )
         self.run_id = secrets.token_hex(3)
-        self.state = settings.state_directory or Path(
-            tempfile.mkdtemp(prefix=f"mlopsctl-run-{self.run_id}-", dir="/var/tmp")
-        )
-        self.state.mkdir(parents=True, exist_ok=True)
+        self.run_lock: runs.RunLock | None = None
+        self._state: Path | None = None
         self.toolchain = toolchain.resolve(toolchain.default_tools_dir(self.repository))
         self.network: network.RunNetwork | None = None
         self.cgroups: cgroups.CgroupDriver | None = None
@@ -264,21 +263,28 @@ class LocalRun:
 
     # -- start ---------------------------------------------------------------------------------
 
+    @property
+    def state(self) -> Path:
+        """The run's own directory (TLS, the git host's repository, pods' volumes)."""
+        if self._state is None:
+            raise LocalRunError("the run has not started: it has no state directory yet")
+        return self._state
+
     def start(self) -> None:
         _require_root()
         self.started_at = time.monotonic()
-        for leftover in network.remove_leftovers():
-            self.log(f"removed a leftover of an earlier run: {leftover}")
-        for directory in Path("/var/tmp").glob("mlopsctl-run-*"):
-            run_id = directory.name.split("-")[2]
-            if run_id != self.run_id and not network.block_in_use(run_id):
-                shutil.rmtree(directory, ignore_errors=True)
-        self.cgroups = cgroups.detect()
-        for run in self.cgroups.leftover_runs():
-            if not network.block_in_use(run):
-                self.cgroups.remove_run(run)
-        self.network = network.RunNetwork(self.run_id)
+        # Held before anything of the run exists, so another run starting now never takes what
+        # this one makes for a leftover.
+        self.run_lock = runs.RunLock(self.run_id)
         try:
+            self.network = network.RunNetwork(self.run_id, self.run_lock)
+            for leftover in self.network.leftovers_removed:
+                self.log(f"removed a leftover of an earlier run: {leftover}")
+            self._remove_leftover_directories_and_cgroups()
+            self._state = self.settings.state_directory or Path(
+                tempfile.mkdtemp(prefix=f"mlopsctl-run-{self.run_id}-", dir="/var/tmp")
+            )
+            self._state.mkdir(parents=True, exist_ok=True)
             self.network.setup()
             self._start_git_host()
             self._prebuild_images()
@@ -286,6 +292,16 @@ class LocalRun:
         except BaseException:
             self.stop()
             raise
+
+    def _remove_leftover_directories_and_cgroups(self) -> None:
+        for directory in Path("/var/tmp").glob("mlopsctl-run-*"):
+            run_id = directory.name.split("-")[2]
+            if not runs.is_live(run_id):
+                shutil.rmtree(directory, ignore_errors=True)
+        self.cgroups = cgroups.detect()
+        for run in self.cgroups.leftover_runs():
+            if not runs.is_live(run):
+                self.cgroups.remove_run(run)
 
     def _branch(self) -> str:
         return self.config.promotion.branch
@@ -706,8 +722,15 @@ class LocalRun:
                 self.cgroups.remove_run(self.run_id)
         if self.network is not None:
             self.network.teardown()
-        if not self.settings.keep_state and self.settings.state_directory is None:
-            shutil.rmtree(self.state, ignore_errors=True)
+        if (
+            self._state is not None
+            and not self.settings.keep_state
+            and self.settings.state_directory is None
+        ):
+            shutil.rmtree(self._state, ignore_errors=True)
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
 
 
 def _last_state(state: ContainerState) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl.localrun import network
+from mlopsctl.localrun import network, runs
 from mlopsctl.localrun.network import Endpoint, PortForward, RunNetwork, ServiceRule
 from tests.support.loopback import QuietHandler, accepting, serving
 from tests.support.processes import ended
@@ -127,7 +127,7 @@ def loopback_addresses() -> set[str]:
 def what_the_run_made(run: RunNetwork) -> list[str]:
     """Everything of `run` the machine still holds, named."""
     found = [f"namespace {name}" for name in namespaces() if run.run_id in name]
-    found += [f"link {name}" for name in links() if name.startswith(f"ml{run.run_id[:4]}")]
+    found += [f"link {name}" for name in links() if name.startswith(f"ml{run.run_id}")]
     found += [
         f"route {line}"
         for line in routes()
@@ -199,9 +199,9 @@ def test_teardown_removes_everything_the_run_made():
         run.add("git host", run_host=True)
         run.set_services([ServiceRule(run.allocate_service_address(), 80, "TCP", ())])
         assert len(what_the_run_made(run)) >= 3 * 2 + 4, what_the_run_made(run)
-        assert network.block_in_use(run.run_id)
+        assert runs.is_live(run.run_id)
     assert what_the_run_made(run) == []
-    assert not network.block_in_use(run.run_id)
+    assert not runs.is_live(run.run_id)
 
 
 def test_a_service_address_forwards_to_its_ready_backends_and_refuses_without_one():
@@ -297,7 +297,7 @@ def test_what_a_killed_run_left_is_removed_by_the_next(ip_forward: None):
             ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True
         ).stdout.split()
         # While the run lives, nothing of it is a leftover.
-        assert network.block_in_use(run_id)
+        assert runs.is_live(run_id)
         assert not any(run_id in item for item in network.remove_leftovers())
         assert namespace in namespaces()
     finally:
@@ -307,11 +307,47 @@ def test_what_a_killed_run_left_is_removed_by_the_next(ip_forward: None):
     assert f"network namespace {namespace}" in removed
     assert f"nftables table mlopsctl_{run_id}_services" in removed
     assert namespace not in namespaces()
-    assert not [name for name in links() if name.startswith(f"ml{run_id[:4]}")]
+    assert not [name for name in links() if name.startswith(f"ml{run_id}")]
     assert not [line for line in routes() if block in line or services in line]
     assert wait_until_dead(int(container))
-    assert not network.block_in_use(run_id)
+    assert not runs.is_live(run_id)
     assert network.remove_leftovers() == []
+
+
+def test_a_killed_run_is_removed_by_the_next_even_with_no_record_of_its_block(ip_forward: None):
+    """A run killed once its block was handed to another, or before lock records existed: what
+    it named and what it left in the block goes, and the next run gets the same addresses."""
+    run_id = f"t{secrets.token_hex(3)}"
+    killed = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, run_id], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert killed.stdout is not None
+        namespace, block, services = killed.stdout.readline().split()
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+    # Nothing on record names the killed run any more.
+    (network.STATE_DIRECTORY / f"block-{block.split('.')[1]}.lock").write_text("someone-else")
+    (network.STATE_DIRECTORY / f"run-{run_id}.lock").unlink(missing_ok=True)
+    assert namespace in namespaces()
+    with run_network() as run:
+        assert str(run.block) == block
+        assert f"network namespace {namespace}" in run.leftovers_removed
+        assert f"nftables table mlopsctl_{run_id}_services" in run.leftovers_removed
+        assert namespace not in namespaces()
+        assert not [name for name in nft_tables() if name.startswith(f"mlopsctl_{run_id}")]
+        # The addresses the killed run had are this run's now, and its Services answer.
+        pod = run.add("apps/pod")
+        service = run.allocate_service_address()
+        assert (pod.address, service) == (
+            str(run.pod_network.network_address + 2),
+            str(run.service_network.network_address + 1),
+        )
+        with answering(pod.namespace_path, pod.address, "the new run") as port:
+            run.set_services([ServiceRule(service, 80, "TCP", ((pod.address, port),))])
+            assert from_host(service, 80) == "the new run"
+    assert not [line for line in routes() if block in line or services in line]
 
 
 # -- port-forwards ------------------------------------------------------------------------------
