@@ -19,6 +19,7 @@ import ctypes
 import json
 import os
 import platform
+import select
 import signal
 import sys
 from dataclasses import asdict, dataclass, field
@@ -219,13 +220,28 @@ def _build_root(spec: Spec) -> None:
             _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
 
 
-def _drop_privileges(uid: int, gid: int, groups: list[int], no_new_privileges: bool) -> None:
+def _die_with_parent(parent_alive: int | None) -> None:
+    """Be killed when the parent dies, and die now if it already has.
+
+    The signal is only sent for a death after it is set: a parent that died between the fork
+    and here, or while a credential change had cleared it, would leave this process running.
+    getppid cannot tell (a PID namespace's first process sees 0), so the parent holds the write
+    end of a pipe whose read end is `parent_alive`: at end-of-file, the parent is gone.
+    """
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+    if parent_alive is not None and select.select([parent_alive], [], [], 0)[0]:
+        os._exit(128 + signal.SIGKILL)
+
+
+def _drop_privileges(
+    uid: int, gid: int, groups: list[int], no_new_privileges: bool, parent_alive: int | None
+) -> None:
     os.setgroups(groups)
     os.setgid(gid)
     os.setuid(uid)
     # Changing credentials clears the parent-death signal (prctl(2)): set it again, or a
     # container that runs as a user outlives its shim.
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+    _die_with_parent(parent_alive)
     if no_new_privileges:
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
 
@@ -256,13 +272,15 @@ def _exec(argv: list[str], env: dict[str, str], working_dir: str) -> None:
         os._exit(EXIT_CANNOT_START)
 
 
-def _child(spec: Spec) -> None:
+def _child(spec: Spec, parent_alive: int) -> None:
     try:
+        # The shim dying (the run killed) takes the container with it.
+        _die_with_parent(parent_alive)
         _join_cgroups(spec.cgroup_procs)
         _unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
         _check(_libc.sethostname(spec.hostname.encode(), len(spec.hostname)), "sethostname")
         _build_root(spec)
-        _drop_privileges(spec.uid, spec.gid, spec.groups, spec.no_new_privileges)
+        _drop_privileges(spec.uid, spec.gid, spec.groups, spec.no_new_privileges, parent_alive)
     except OSError as error:
         print(f"cannot create the container: {error}", file=sys.stderr)
         os._exit(EXIT_CANNOT_START)
@@ -290,12 +308,14 @@ def run(spec: Spec) -> int:
     _unshare(CLONE_NEWPID)
     # The run dying (killed) takes the shim with it, and the shim the container.
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Closed on exec (os.pipe's descriptors are not inheritable): the workload never sees it.
+    parent_alive, shim_alive = os.pipe()
     child = os.fork()
     if child == 0:
-        # The shim dying (the run killed) takes the container with it.
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        _child(spec)
+        os.close(shim_alive)
+        _child(spec, parent_alive)
         os._exit(EXIT_CANNOT_START)  # not reached: _child execs or exits
+    os.close(parent_alive)
     if spec.pid_file:
         temporary = spec.pid_file + ".tmp"
         Path(temporary).write_text(str(child))
@@ -319,15 +339,18 @@ def run_exec(spec: ExecSpec) -> int:
     os.fchdir(root)
     os.chroot(".")
     os.close(root)
+    parent_alive, shim_alive = os.pipe()
     child = os.fork()  # joining a PID namespace takes effect for children only
     if child == 0:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.close(shim_alive)
         try:
-            _drop_privileges(spec.uid, spec.gid, spec.groups, spec.no_new_privileges)
+            _die_with_parent(parent_alive)
+            _drop_privileges(spec.uid, spec.gid, spec.groups, spec.no_new_privileges, parent_alive)
         except OSError as error:
             print(f"cannot enter the container: {error}", file=sys.stderr)
             os._exit(EXIT_CANNOT_START)
         _exec(spec.argv, spec.env, spec.working_dir)
+    os.close(parent_alive)
     return _wait_as_shim(child)
 
 

@@ -330,6 +330,30 @@ def test_a_killed_kubelet_takes_its_containers_with_it(spec: Spec, tmp_path: Pat
             os.kill(pid, signal.SIGKILL)
 
 
+def child_of_a_parent_that(is_alive: bool) -> int:
+    """The exit status of a child that arms its parent-death signal after a fork, its parent
+    (the shim) already dead or still alive: the window the signal alone cannot cover."""
+    parent_alive, shim_alive = os.pipe()
+    if not is_alive:
+        os.close(shim_alive)
+    child = os.fork()
+    if child == 0:
+        if is_alive:
+            os.close(shim_alive)
+        launcher._die_with_parent(parent_alive)
+        os._exit(0)
+    os.close(parent_alive)
+    _pid, status = os.waitpid(child, 0)
+    if is_alive:
+        os.close(shim_alive)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_container_whose_shim_died_before_it_armed_the_signal_ends_at_once():
+    assert child_of_a_parent_that(is_alive=False) == 128 + signal.SIGKILL
+    assert child_of_a_parent_that(is_alive=True) == 0
+
+
 def test_the_spec_survives_its_json_form(spec: Spec):
     """The kubelet writes the spec as JSON and the launcher reads it back."""
     assert Spec.from_json(spec.to_json()) == spec
