@@ -129,6 +129,8 @@ class Cluster:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._applied_rules: tuple[str, str] = ("", "")
+        # Ready pods whose readiness the Service and policy rules in force were made from.
+        self._routed_pods: frozenset[tuple[str, str]] = frozenset()
         self._policy_error = ""
 
     # -- PodEnvironment ------------------------------------------------------------------------
@@ -316,7 +318,14 @@ class Cluster:
         current = [
             pod for pod in state.pods if pod.owner_hash == state.template_hash and not pod.deleting
         ]
-        ready = [pod for pod in current if pod.ready]
+        # Ready once its Services send to it: a client started by the next wave (which waits for
+        # this Healthy) would otherwise be refused by a VIP the rules do not route yet.
+        ready = [
+            pod
+            for pod in current
+            if pod.ready
+            and (pod.endpoint is None or (pod.namespace, pod.name) in self._routed_pods)
+        ]
         old = [pod for pod in state.pods if pod.owner_hash != state.template_hash]
         if len(ready) >= wanted and not old:
             return "Healthy", f"{len(ready)}/{wanted} ready"
@@ -508,6 +517,11 @@ class Cluster:
                 with contextlib.suppress(OSError):
                     pod.refresh_hosts_file()
         self._applied_rules = (service_text, policy_text)
+        routed = frozenset(
+            (address.namespace, address.name) for address in addresses if address.ready
+        )
+        with self._lock:
+            self._routed_pods = routed
 
     def ready_pod_namespace(self, namespace: str, service_name: str) -> str | None:
         """A ready pod behind a Service, for port-forwards. A Service without a selector has
