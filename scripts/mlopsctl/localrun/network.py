@@ -301,21 +301,9 @@ def _host_interface_name(run_id: str, index: int) -> str:
     return f"ml{run_id}h{index:x}"
 
 
-def _held(path: Path) -> bool:
-    """Whether a live run holds this block lock (the lock dies with its process)."""
-    descriptor = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(descriptor)
-    return False
-
-
 def _other_runs_active(mine: ipaddress.IPv4Network) -> bool:
     return any(
-        _held(path)
+        runs.lock_is_held(path)
         for path in STATE_DIRECTORY.glob("block-*.lock")
         if path.name != f"block-{mine.network_address.packed[1]}.lock"
     )

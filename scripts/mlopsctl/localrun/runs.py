@@ -81,8 +81,14 @@ def _same_file(descriptor: int, path: Path) -> bool:
 def is_live(run_id: str) -> bool:
     """Whether a live run holds the lock of `run_id`. A run with no lock file at all (one killed
     before this record existed) is not."""
+    return lock_is_held(_lock_path(run_id))
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether a live process holds this lock file (a lock dies with its process); asking does
+    not take it."""
     try:
-        descriptor = os.open(_lock_path(run_id), os.O_RDWR | os.O_CLOEXEC)
+        descriptor = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:

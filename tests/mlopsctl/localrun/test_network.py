@@ -153,7 +153,7 @@ def ip_forward() -> Iterator[None]:
 
 def live_runs() -> bool:
     """Whether a live run holds an address block (its lock dies with its process)."""
-    return any(network._held(path) for path in network.STATE_DIRECTORY.glob("block-*.lock"))
+    return any(runs.lock_is_held(path) for path in network.STATE_DIRECTORY.glob("block-*.lock"))
 
 
 @contextlib.contextmanager
@@ -283,14 +283,25 @@ KILLED_RUN = textwrap.dedent(
 )
 
 
-def test_what_a_killed_run_left_is_removed_by_the_next(ip_forward: None):
-    run_id = f"t{secrets.token_hex(3)}"
+@contextlib.contextmanager
+def killed_run(run_id: str) -> Iterator[tuple[str, str, str]]:
+    """A run in a process of its own, with a pod and a Service: (the pod's namespace, the
+    run's block, its Service range). Killed with SIGKILL when the block ends."""
     killed = subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN, run_id], stdout=subprocess.PIPE, text=True
     )
     try:
         assert killed.stdout is not None
         namespace, block, services = killed.stdout.readline().split()
+        yield namespace, block, services
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next(ip_forward: None):
+    run_id = f"t{secrets.token_hex(3)}"
+    with killed_run(run_id) as (namespace, block, services):
         assert namespace in namespaces()
         assert [line for line in routes() if block in line or services in line]
         [container] = subprocess.run(
@@ -300,9 +311,6 @@ def test_what_a_killed_run_left_is_removed_by_the_next(ip_forward: None):
         assert runs.is_live(run_id)
         assert not any(run_id in item for item in network.remove_leftovers())
         assert namespace in namespaces()
-    finally:
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
     removed = network.remove_leftovers()
     assert f"network namespace {namespace}" in removed
     assert f"nftables table mlopsctl_{run_id}_services" in removed
@@ -318,15 +326,8 @@ def test_a_killed_run_is_removed_by_the_next_even_with_no_record_of_its_block(ip
     """A run killed once its block was handed to another, or before lock records existed: what
     it named and what it left in the block goes, and the next run gets the same addresses."""
     run_id = f"t{secrets.token_hex(3)}"
-    killed = subprocess.Popen(
-        [sys.executable, "-c", KILLED_RUN, run_id], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert killed.stdout is not None
-        namespace, block, services = killed.stdout.readline().split()
-    finally:
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
+    with killed_run(run_id) as (namespace, block, services):
+        pass
     # Nothing on record names the killed run any more.
     (network.STATE_DIRECTORY / f"block-{block.split('.')[1]}.lock").write_text("someone-else")
     (network.STATE_DIRECTORY / f"run-{run_id}.lock").unlink(missing_ok=True)
