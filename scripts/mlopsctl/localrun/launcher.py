@@ -220,7 +220,7 @@ def _build_root(spec: Spec) -> None:
             _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
 
 
-def _die_with_parent(parent_alive: int | None) -> None:
+def _die_with_parent(parent_alive: int) -> None:
     """Be killed when the parent dies, and die now if it already has.
 
     The signal is only sent for a death after it is set: a parent that died between the fork
@@ -229,12 +229,12 @@ def _die_with_parent(parent_alive: int | None) -> None:
     end of a pipe whose read end is `parent_alive`: at end-of-file, the parent is gone.
     """
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
-    if parent_alive is not None and select.select([parent_alive], [], [], 0)[0]:
+    if select.select([parent_alive], [], [], 0)[0]:
         os._exit(128 + signal.SIGKILL)
 
 
 def _drop_privileges(
-    uid: int, gid: int, groups: list[int], no_new_privileges: bool, parent_alive: int | None
+    uid: int, gid: int, groups: list[int], no_new_privileges: bool, parent_alive: int
 ) -> None:
     os.setgroups(groups)
     os.setgid(gid)

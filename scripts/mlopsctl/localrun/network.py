@@ -130,7 +130,7 @@ class RunNetwork:
             self._block_lock = descriptor
             # Removed again here, not only by `remove_leftovers`: a run that claimed the block
             # after `remove_leftovers` looked at it has died since.
-            self.leftovers_removed += _clear_block(octet)
+            self.leftovers_removed += _clear_blocks([octet])
             return ipaddress.IPv4Network(f"10.{octet}.0.0/16")
         raise LocalRunError("every address block of the local run is taken: are 40 runs going?")
 
@@ -177,9 +177,9 @@ class RunNetwork:
                 address = str(self.pod_network.network_address + self._next_pod)
                 self._next_pod += 1
             index = int(ipaddress.ip_address(address)) & 0xFFFF
-        namespace = _namespace_name(self.run_id, index)
-        host_side = _host_interface_name(self.run_id, index)
-        pod_side = f"ml{self.run_id}p{index:x}"
+        namespace = f"mlopsctl-{self.run_id}-{index:x}"
+        host_side = _interface_name(self.run_id, "h", index)
+        pod_side = _interface_name(self.run_id, "p", index)
         endpoint = Endpoint(name, namespace, address, host_side)
         _run("ip", "netns", "add", namespace)
         try:
@@ -293,12 +293,9 @@ class RunNetwork:
         return completed.stdout if completed.returncode == 0 else "{}"
 
 
-def _namespace_name(run_id: str, index: int) -> str:
-    return f"mlopsctl-{run_id}-{index:x}"
-
-
-def _host_interface_name(run_id: str, index: int) -> str:
-    return f"ml{run_id}h{index:x}"
+def _interface_name(run_id: str, side: str, index: int) -> str:
+    """A veth end of the pod at `index` of the run: `h` the host's, `p` the pod's."""
+    return f"ml{run_id}{side}{index:x}"
 
 
 def _other_runs_active(mine: ipaddress.IPv4Network) -> bool:
@@ -317,22 +314,24 @@ def remove_leftovers() -> list[str]:
     since without its table's refusals the host's connections to a VIP would be delivered to
     the host itself. Then everything named by a run that is not alive, whichever block it had.
     """
-    removed: list[str] = []
-    if STATE_DIRECTORY.is_dir():
+    held: list[int] = []
+    try:
+        free: list[int] = []
         for path in sorted(STATE_DIRECTORY.glob("block-*.lock")):
+            octet = path.name.removeprefix("block-").removesuffix(".lock")
+            if not octet.isdigit():
+                continue
             descriptor = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            held.append(descriptor)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(descriptor)
                 continue  # a live run's
-            try:
-                octet = int(path.name.removeprefix("block-").removesuffix(".lock"))
-                removed += _clear_block(octet)
-            except ValueError:
-                pass  # not a block lock of ours
-            finally:
-                os.close(descriptor)
+            free.append(int(octet))
+        removed = _clear_blocks(free)
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
     # Listed before liveness is asked: a run takes its lock before it names anything, so what
     # is listed here was made by a run that is either still alive when asked, or dead.
     namespaces = _named_namespaces()
@@ -345,11 +344,10 @@ def remove_leftovers() -> list[str]:
                 continue
             _kill_processes_in(namespace)
             _try("ip", "netns", "del", namespace)
-            index = namespace.rsplit("-", 1)[1]
-            # The veth goes with its namespace once nothing is in it; named here in case the
-            # kernel still holds the namespace. Runs before this record named it by 4 characters.
-            for link in (f"ml{run_id}h{index}", f"ml{run_id[:4]}h{index}"):
-                _try("ip", "link", "del", link)
+            # The veth goes with its namespace once nothing is in it; deleted here as well, as
+            # the killed processes may still hold the namespace for a moment.
+            index = int(namespace.rsplit("-", 1)[1], 16)
+            _try("ip", "link", "del", _interface_name(run_id, "h", index))
             removed.append(f"network namespace {namespace}")
         for owner, (family, table) in tables:
             if owner == run_id:
@@ -359,14 +357,16 @@ def remove_leftovers() -> list[str]:
     return removed
 
 
-def _clear_block(octet: int) -> list[str]:
-    """What is left in a block nobody holds (the caller holds its lock): routes to it and the
-    node's address on the loopback. A live run in it is impossible, so all of it is a
-    leftover."""
-    block = ipaddress.IPv4Network(f"10.{octet}.0.0/16")
+def _clear_blocks(octets: Sequence[int]) -> list[str]:
+    """What is left in blocks nobody holds (the caller holds their locks): routes to them and
+    the node's address on the loopback. A live run in them is impossible, so all of it is a
+    leftover. Addresses and routes are listed once for all the blocks."""
+    if not octets:
+        return []
+    blocks = [ipaddress.IPv4Network(f"10.{octet}.0.0/16") for octet in octets]
     removed: list[str] = []
     for address in _loopback_addresses():
-        if ipaddress.IPv4Address(address) in block:
+        if any(ipaddress.IPv4Address(address) in block for block in blocks):
             _try("ip", "address", "del", f"{address}/32", "dev", "lo")
             removed.append(f"address {address} on lo")
     for route in _main_routes():
@@ -375,7 +375,7 @@ def _clear_block(octet: int) -> list[str]:
             network = ipaddress.IPv4Network(destination)
         except ValueError:
             continue  # "default", or not IPv4
-        if network.subnet_of(block):
+        if any(network.subnet_of(block) for block in blocks):
             _try("ip", "route", "del", destination)
             removed.append(f"route {destination}")
     return removed
@@ -411,8 +411,10 @@ def _named_namespaces() -> list[tuple[str, str]]:
         return []
     found = []
     for path in NETNS_DIRECTORY.iterdir():
+        if not path.name.startswith("mlopsctl-"):
+            continue
         run_id, separator, _ = path.name.removeprefix("mlopsctl-").rpartition("-")
-        if path.name.startswith("mlopsctl-") and separator and runs.RUN_ID.fullmatch(run_id):
+        if separator and runs.RUN_ID.fullmatch(run_id):
             found.append((run_id, path.name))
     return sorted(found)
 

@@ -280,7 +280,8 @@ class LocalRun:
             self.network = network.RunNetwork(self.run_id, self.run_lock)
             for leftover in self.network.leftovers_removed:
                 self.log(f"removed a leftover of an earlier run: {leftover}")
-            self._remove_leftover_directories_and_cgroups()
+            self.cgroups = cgroups.detect()
+            self._remove_leftover_directories_and_cgroups(self.cgroups)
             self._state = self.settings.state_directory or Path(
                 tempfile.mkdtemp(prefix=f"mlopsctl-run-{self.run_id}-", dir="/var/tmp")
             )
@@ -293,15 +294,15 @@ class LocalRun:
             self.stop()
             raise
 
-    def _remove_leftover_directories_and_cgroups(self) -> None:
+    @staticmethod
+    def _remove_leftover_directories_and_cgroups(driver: cgroups.CgroupDriver) -> None:
         for directory in Path("/var/tmp").glob("mlopsctl-run-*"):
             run_id = directory.name.split("-")[2]
             if not runs.is_live(run_id):
                 shutil.rmtree(directory, ignore_errors=True)
-        self.cgroups = cgroups.detect()
-        for run in self.cgroups.leftover_runs():
+        for run in driver.leftover_runs():
             if not runs.is_live(run):
-                self.cgroups.remove_run(run)
+                driver.remove_run(run)
 
     def _branch(self) -> str:
         return self.config.promotion.branch
