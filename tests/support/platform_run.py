@@ -114,8 +114,13 @@ class RunningPlatform:
             return error.code, json.loads(error.read() or b"{}")
 
 
-def wait_for(condition: Callable[[], Any], what: str, seconds: float = 120.0) -> Any:
-    return processes.wait_for(condition, what, seconds, interval=0.5)
+def wait_for(
+    condition: Callable[[], Any],
+    what: str,
+    seconds: float = 120.0,
+    details: Callable[[], str] | None = None,
+) -> Any:
+    return processes.wait_for(condition, what, seconds, interval=0.5, details=details)
 
 
 def request_inside(

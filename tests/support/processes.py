@@ -11,15 +11,23 @@ from pathlib import Path
 from typing import Any
 
 
-def wait_for(condition: Callable[[], Any], what: str, seconds: float, interval: float) -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    what: str,
+    seconds: float,
+    interval: float,
+    details: Callable[[], str] | None = None,
+) -> Any:
     """`condition()`'s first true value, asked every `interval` s; the test fails after
-    `seconds` without one."""
+    `seconds` without one, saying what `details()` finds then."""
     deadline = time.monotonic() + seconds
     while True:
         value = condition()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
+        if time.monotonic() >= deadline:
+            found = f": {details()}" if details else ""
+            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}{found}")
         time.sleep(interval)
 
 
