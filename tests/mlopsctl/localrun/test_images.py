@@ -30,6 +30,8 @@ from mlopsctl.localrun.images import (
     CACHE_VARIABLE,
     KEPT_BUILDS_PER_IMAGE,
     MARKER,
+    PIP_CACHE,
+    PIP_RUNNERS,
     BuiltImage,
     build_image,
     default_cache_dir,
@@ -164,7 +166,26 @@ def test_an_image_directory_holds_the_venv_the_copied_files_and_the_user(
 
     # Nothing outside the cache directory was written.
     assert tree(context.repository) == before
-    assert {path.name for path in cache.iterdir()} <= {image.directory.name, ".locks", ".pip-cache"}
+    assert {path.name for path in cache.iterdir()} <= {
+        image.directory.name,
+        ".locks",
+        PIP_CACHE,
+        PIP_RUNNERS,
+    }
+
+
+def test_pip_is_installed_once_per_interpreter_and_into_no_image(context: Context, tmp_path: Path):
+    cache = tmp_path / "cache"
+    logs: list[str] = []
+    first = build(context, cache, logs)
+    context.write("app/data/table.csv", "a,b\n9,9\n")
+    second = build(context, cache, logs)
+    assert first.directory != second.directory
+    assert sum(line.startswith("installing pip for python") for line in logs) == 1
+    # An image's virtualenv holds what its Dockerfile installs (six), and no pip.
+    for image in (first, second):
+        assert set(_installed(image)) == {"six"}
+        assert not (image.venv / "bin" / "pip").exists()
 
 
 def test_the_same_inputs_reuse_the_directory_and_a_changed_file_builds_a_new_one(
