@@ -300,7 +300,8 @@ def test_a_promoter_killed_mid_fetch_is_replaced_by_one_that_lands_the_move(
     second = mlflow_server.register(platform.model, {"accuracy": 0.95}, alias="challenger")
     fetching: list[int] = []
     try:
-        wait_for(started.exists, 30, "a pass's fetch")
+        # A pass every second, but under a loaded suite one took over 30 s to reach its fetch.
+        wait_for(started.exists, 120, "a pass's fetch")
         wait_for(lambda: bool(fetching.extend(git_processes_in(mirror)) or fetching), 10, "git")
     finally:
         first.process.kill()
