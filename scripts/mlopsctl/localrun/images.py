@@ -612,16 +612,16 @@ class _PipRunner:
 
     def command(self, venv: Path) -> list[str]:
         """The start of a pip command line that acts on `venv`."""
-        python = self.directory / "bin" / "python"
-        if not (self.directory / MARKER).is_file():
+        if not _is_complete(self.directory, self.directory.name):
             self._make()
+        python = self.directory / "bin" / "python"
         return [str(python), "-m", "pip", "--python", str(venv / "bin" / "python")]
 
     def _make(self) -> None:
         name = self.directory.name
         (self.cache_dir / PIP_RUNNERS).mkdir(exist_ok=True)
         with _locked(self.cache_dir / LOCKS / f"pip-{name}.lock", f"pip for {name}", self.log):
-            if (self.directory / MARKER).is_file():
+            if _is_complete(self.directory, self.directory.name):
                 return  # another run made it while this one waited
             _remove(self.directory)
             self.log(f"installing pip for {name} into {self.directory}")
@@ -637,7 +637,7 @@ class _PipRunner:
                     what=f"installing pip with {self.interpreter.executable}",
                 )
                 (self.directory / MARKER).write_text(
-                    json.dumps({"python": self.interpreter.version}) + "\n", encoding="utf-8"
+                    json.dumps({"key": self.directory.name}) + "\n", encoding="utf-8"
                 )
             except BaseException:
                 _remove(self.directory)
